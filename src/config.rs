@@ -1,0 +1,200 @@
+//! One `Config` for the whole program.
+//!
+//! Layers, weakest first: built-in defaults < `kbqa.toml` (or `--config FILE`)
+//! < `KBQA_*` environment variables < command-line flags. The library only
+//! ever sees the resolved struct; `main.rs` applies the flags.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::chunk::ChunkConfig;
+use crate::error::{Error, IoContext, Result};
+use crate::index::tokenizer::TokenizerKind;
+
+/// Everything kbqa can be told, resolved.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// The folder of documents (the source of truth).
+    pub corpus: PathBuf,
+    /// Where index generations live; everything in it can be rebuilt from `corpus`.
+    pub index_dir: PathBuf,
+    /// Rebuild the index automatically when the corpus or settings changed
+    /// (instead of failing with a "stale index" error).
+    pub auto_index: bool,
+    /// Index the good files and warn about bad ones, instead of refusing.
+    pub skip_bad: bool,
+    /// How documents are cut into passages.
+    pub chunk: ChunkConfig,
+    /// BM25 settings.
+    pub bm25: Bm25Config,
+    /// Retrieval settings.
+    pub search: SearchConfig,
+}
+
+/// BM25 settings (they change the index, so they are recorded in its manifest).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Bm25Config {
+    /// How Chinese text is cut into terms.
+    pub tokenizer: TokenizerKind,
+}
+
+/// Retrieval settings (query-time only).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SearchConfig {
+    /// How many passages a search returns by default.
+    pub k: usize,
+    /// At most this many glossary entries among the results.
+    pub max_glossary_hits: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            corpus: PathBuf::from("corpus"),
+            index_dir: PathBuf::from("indexes"),
+            auto_index: true,
+            skip_bad: false,
+            chunk: ChunkConfig::default(),
+            bm25: Bm25Config::default(),
+            search: SearchConfig::default(),
+        }
+    }
+}
+
+impl Default for Bm25Config {
+    fn default() -> Self {
+        Bm25Config {
+            tokenizer: TokenizerKind::default(),
+        }
+    }
+}
+
+impl Default for SearchConfig {
+    fn default() -> Self {
+        SearchConfig {
+            k: 5,
+            max_glossary_hits: 2,
+        }
+    }
+}
+
+/// The file read when no `--config` is given and it exists.
+pub const DEFAULT_CONFIG_FILE: &str = "kbqa.toml";
+
+impl Config {
+    /// Defaults, then `file` (or `./kbqa.toml` if it exists), then the
+    /// process environment.
+    pub fn load(file: Option<&Path>) -> Result<Config> {
+        let mut config = match file {
+            Some(path) => Config::from_file(path)?,
+            None if Path::new(DEFAULT_CONFIG_FILE).is_file() => {
+                Config::from_file(Path::new(DEFAULT_CONFIG_FILE))?
+            }
+            None => Config::default(),
+        };
+        config.apply_env(std::env::vars())?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Parses a TOML config file; unknown keys are errors, not silently ignored.
+    pub fn from_file(path: &Path) -> Result<Config> {
+        let text = std::fs::read_to_string(path).at(path)?;
+        toml::from_str(&text).map_err(|e| Error::Config(format!("{}: {e}", path.display())))
+    }
+
+    /// Applies `KBQA_*` variables. Takes the variables as an argument so tests
+    /// need not touch the process environment.
+    pub fn apply_env(&mut self, vars: impl IntoIterator<Item = (String, String)>) -> Result<()> {
+        for (key, value) in vars {
+            let Some(name) = key.strip_prefix("KBQA_") else {
+                continue;
+            };
+            let bad = |what: &str| Error::Config(format!("{key}={value:?}: {what}"));
+            match name {
+                "CORPUS" => self.corpus = PathBuf::from(&value),
+                "INDEX_DIR" => self.index_dir = PathBuf::from(&value),
+                "AUTO_INDEX" => {
+                    self.auto_index =
+                        parse_bool(&value).ok_or_else(|| bad("expected true or false"))?
+                }
+                "SKIP_BAD" => {
+                    self.skip_bad =
+                        parse_bool(&value).ok_or_else(|| bad("expected true or false"))?
+                }
+                "TOKENIZER" => self.bm25.tokenizer = value.parse().map_err(|e: String| bad(&e))?,
+                "CHUNK_TARGET" => {
+                    self.chunk.target_chars = value.parse().map_err(|_| bad("expected a number"))?
+                }
+                "CHUNK_OVERLAP" => {
+                    self.chunk.overlap_chars =
+                        value.parse().map_err(|_| bad("expected a number"))?
+                }
+                "K" => self.search.k = value.parse().map_err(|_| bad("expected a number"))?,
+                // Variables of later subsystems (models, server) and `KBQA_LOG`
+                // are read where they are used.
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Rejects settings that cannot work, at the boundary.
+    pub fn validate(&self) -> Result<()> {
+        self.chunk.validate().map_err(Error::Config)?;
+        if self.search.k == 0 {
+            return Err(Error::Config("search.k must be at least 1".into()));
+        }
+        Ok(())
+    }
+}
+
+fn parse_bool(s: &str) -> Option<bool> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Some(true),
+        "0" | "false" | "no" | "off" => Some(false),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layers_apply_in_order() {
+        let mut c: Config = toml::from_str(
+            "corpus = \"docs\"\n[chunk]\ntarget_chars = 500\n[bm25]\ntokenizer = \"bigram\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.corpus, PathBuf::from("docs"));
+        assert_eq!(c.chunk.target_chars, 500);
+        assert_eq!(c.bm25.tokenizer, TokenizerKind::Bigram);
+        c.apply_env([
+            ("KBQA_CORPUS".to_string(), "other".to_string()),
+            ("HOME".to_string(), "/root".to_string()),
+        ])
+        .unwrap();
+        assert_eq!(c.corpus, PathBuf::from("other"));
+        assert_eq!(
+            c.chunk.target_chars, 500,
+            "env without a value keeps the file's"
+        );
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_errors() {
+        assert!(toml::from_str::<Config>("corpuss = \"x\"").is_err());
+        let mut c = Config::default();
+        let err = c
+            .apply_env([("KBQA_TOKENIZER".to_string(), "whitespace".to_string())])
+            .unwrap_err();
+        assert!(err.to_string().contains("KBQA_TOKENIZER"), "{err}");
+        c.chunk.target_chars = 0;
+        assert!(c.validate().is_err());
+    }
+}

@@ -1,0 +1,127 @@
+//! The library's one error type.
+//!
+//! Variants say whose fault a failure is: the user's input (a bad file, a bad
+//! query, a config typo), the state on disk (no index, a foreign or corrupt
+//! index) or the machine (I/O). Front ends map them to exit codes or HTTP
+//! status codes in one place each.
+
+use std::path::PathBuf;
+
+/// `Result` with [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A file of the corpus that cannot be indexed, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BadFile {
+    /// The file, as given on disk.
+    pub path: PathBuf,
+    /// A short, human reason ("not valid UTF-8 (first bad byte at offset 12)").
+    pub reason: String,
+}
+
+impl std::fmt::Display for BadFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.path.display(), self.reason)
+    }
+}
+
+/// Everything that can go wrong in kbqa.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The corpus folder does not exist or is not a folder.
+    #[error("corpus folder {0} does not exist or is not a folder")]
+    CorpusNotFound(PathBuf),
+
+    /// The corpus has no indexable file at all.
+    #[error("corpus folder {0} has no .md, .txt or glossary.toml file to index")]
+    EmptyCorpus(PathBuf),
+
+    /// One or more files cannot be indexed; nothing was indexed.
+    #[error(
+        "{} file(s) cannot be indexed, so nothing was indexed \
+         (fix them, or pass --skip-bad to index the rest):\n{}",
+        .0.len(),
+        .0.iter().map(|b| format!("  {b}")).collect::<Vec<_>>().join("\n")
+    )]
+    BadFiles(Vec<BadFile>),
+
+    /// The configuration is invalid (a typo in kbqa.toml, a bad env value).
+    #[error("invalid configuration: {0}")]
+    Config(String),
+
+    /// There is no index yet.
+    #[error("no index in {0}: run `kbqa index`")]
+    NoIndex(PathBuf),
+
+    /// The index was written by an incompatible kbqa or with other settings.
+    #[error("index {path} cannot be used: {reason}; run `kbqa index --rebuild`")]
+    IncompatibleIndex {
+        /// The index generation folder.
+        path: PathBuf,
+        /// What does not match.
+        reason: String,
+    },
+
+    /// An index file is missing, truncated or garbled.
+    #[error("index {path} is damaged: {reason}; run `kbqa index --rebuild`")]
+    CorruptIndex {
+        /// The damaged file or folder.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+
+    /// Another `kbqa index` holds the index lock.
+    #[error("another `kbqa index` is writing {0}; wait for it to finish")]
+    IndexLocked(PathBuf),
+
+    /// A query that cannot be searched (empty, or only punctuation/stop words).
+    #[error("invalid query: {0}")]
+    InvalidQuery(String),
+
+    /// The evaluation set is malformed.
+    #[error("evaluation set {path}, line {line}: {message}")]
+    EvalSet {
+        /// The JSONL file.
+        path: PathBuf,
+        /// 1-based line number.
+        line: usize,
+        /// What is wrong.
+        message: String,
+    },
+
+    /// An I/O failure, with the path it concerned.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file or folder.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// tantivy failed (an internal error: the index is ours).
+    #[error("search engine error: {0}")]
+    Tantivy(#[from] tantivy::TantivyError),
+}
+
+impl Error {
+    /// Wraps an I/O error with the path it concerned.
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+}
+
+/// Adds a path to `std::io::Result`s, so every I/O error names its file.
+pub(crate) trait IoContext<T> {
+    fn at(self, path: impl Into<PathBuf>) -> Result<T>;
+}
+
+impl<T> IoContext<T> for std::io::Result<T> {
+    fn at(self, path: impl Into<PathBuf>) -> Result<T> {
+        self.map_err(|e| Error::io(path, e))
+    }
+}

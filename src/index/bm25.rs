@@ -1,0 +1,250 @@
+//! The BM25 index: a tantivy index over chunk text and section headings,
+//! analysed by [`super::tokenizer`]. It stores only each chunk's ordinal;
+//! chunk data lives once, in the generation's `chunks.jsonl`.
+
+use std::path::Path;
+
+use tantivy::collector::TopDocs;
+use tantivy::query::{BooleanQuery, BoostQuery, Occur, Query, TermQuery};
+use tantivy::schema::{
+    Field, IndexRecordOption, Schema, TextFieldIndexing, TextOptions, Value, INDEXED, STORED,
+};
+use tantivy::tokenizer::TextAnalyzer;
+use tantivy::{doc, Index, IndexReader, ReloadPolicy, TantivyDocument, Term};
+
+use super::tokenizer::{self, TokenizerKind, ANALYZER_NAME};
+use crate::chunk::Chunk;
+use crate::error::{Error, Result};
+
+/// A match in the section heading counts this much relative to the body.
+const SECTION_BOOST: f32 = 0.5;
+
+/// Weight of terms added by glossary expansion, relative to the query's own.
+pub const EXPANSION_WEIGHT: f32 = 0.6;
+
+struct Fields {
+    ord: Field,
+    body: Field,
+    section: Field,
+}
+
+fn schema() -> (Schema, Fields) {
+    let mut b = Schema::builder();
+    let text = TextOptions::default().set_indexing_options(
+        TextFieldIndexing::default()
+            .set_tokenizer(ANALYZER_NAME)
+            .set_index_option(IndexRecordOption::WithFreqs),
+    );
+    let ord = b.add_u64_field("ord", INDEXED | STORED);
+    let body = b.add_text_field("body", text.clone());
+    let section = b.add_text_field("section", text);
+    (b.build(), Fields { ord, body, section })
+}
+
+/// Writes a BM25 index of `chunks` into the empty folder `dir`.
+/// `progress(done, total)` is called as documents are added.
+pub fn build(
+    dir: &Path,
+    chunks: &[Chunk],
+    kind: TokenizerKind,
+    synonyms: &[Vec<String>],
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<()> {
+    let (schema, f) = schema();
+    let index = Index::create_in_dir(dir, schema)?;
+    index
+        .tokenizers()
+        .register(ANALYZER_NAME, tokenizer::analyzer(kind, &synonyms.concat()));
+    let mut writer: tantivy::IndexWriter = index.writer(128 << 20)?;
+    let step = (chunks.len() / 20).max(500);
+    for (ord, c) in chunks.iter().enumerate() {
+        writer.add_document(doc!(
+            f.ord => ord as u64,
+            f.body => c.text.as_str(),
+            f.section => c.section.as_str(),
+        ))?;
+        if (ord + 1) % step == 0 {
+            progress(ord + 1, chunks.len());
+        }
+    }
+    writer.commit()?;
+    writer.wait_merging_threads()?;
+    progress(chunks.len(), chunks.len());
+    Ok(())
+}
+
+/// An open BM25 index.
+pub struct Bm25Index {
+    reader: IndexReader,
+    fields: Fields,
+    analyzer: TextAnalyzer,
+    expander: Expander,
+    num_docs: u64,
+}
+
+impl Bm25Index {
+    /// Opens the index in `dir` with the analyzer it was built with.
+    pub fn open(dir: &Path, kind: TokenizerKind, synonyms: &[Vec<String>]) -> Result<Bm25Index> {
+        let corrupt = |e: tantivy::TantivyError| Error::CorruptIndex {
+            path: dir.to_path_buf(),
+            reason: e.to_string(),
+        };
+        let index = Index::open_in_dir(dir).map_err(corrupt)?;
+        let mut analyzer = tokenizer::analyzer(kind, &synonyms.concat());
+        let expander = Expander::new(&mut analyzer, synonyms);
+        index.tokenizers().register(ANALYZER_NAME, analyzer.clone());
+        let (expected, fields) = schema();
+        if index.schema() != expected {
+            return Err(Error::CorruptIndex {
+                path: dir.to_path_buf(),
+                reason: "the BM25 schema is not the one this kbqa writes".into(),
+            });
+        }
+        let reader = index
+            .reader_builder()
+            .reload_policy(ReloadPolicy::Manual)
+            .try_into()
+            .map_err(corrupt)?;
+        let num_docs = reader.searcher().num_docs();
+        Ok(Bm25Index {
+            reader,
+            fields,
+            analyzer,
+            expander,
+            num_docs,
+        })
+    }
+
+    /// How many chunks the index holds.
+    pub fn num_docs(&self) -> u64 {
+        self.num_docs
+    }
+
+    /// The query's terms as this index analyses them (stop words removed).
+    pub fn query_terms(&self, query: &str) -> Vec<String> {
+        tokenizer::query_terms(&mut self.analyzer.clone(), query)
+    }
+
+    /// The query's terms with their weights: its own terms at 1.0, then the
+    /// other names of glossary entries it mentions at [`EXPANSION_WEIGHT`].
+    pub fn weighted_terms(&self, query: &str) -> Vec<(String, f32)> {
+        let terms = self.query_terms(query);
+        let mut out: Vec<(String, f32)> = terms.iter().map(|t| (t.clone(), 1.0)).collect();
+        for t in self.expander.expand(&terms) {
+            if !out.iter().any(|(o, _)| *o == t) {
+                out.push((t, EXPANSION_WEIGHT));
+            }
+        }
+        out
+    }
+
+    /// The `k` best chunks as (chunk ordinal, BM25 score), best first.
+    pub fn search(&self, query: &str, k: usize) -> Result<Vec<(usize, f32)>> {
+        let terms = self.weighted_terms(query);
+        if terms.is_empty() {
+            return Err(Error::InvalidQuery(format!(
+                "{query:?} has no searchable words"
+            )));
+        }
+        let mut clauses: Vec<(Occur, Box<dyn Query>)> = Vec::new();
+        for (t, weight) in &terms {
+            let body = Term::from_field_text(self.fields.body, t);
+            let section = Term::from_field_text(self.fields.section, t);
+            clauses.push((
+                Occur::Should,
+                Box::new(BoostQuery::new(
+                    Box::new(TermQuery::new(body, IndexRecordOption::WithFreqs)),
+                    *weight,
+                )),
+            ));
+            clauses.push((
+                Occur::Should,
+                Box::new(BoostQuery::new(
+                    Box::new(TermQuery::new(section, IndexRecordOption::WithFreqs)),
+                    SECTION_BOOST * weight,
+                )),
+            ));
+        }
+        let query = BooleanQuery::new(clauses);
+        let searcher = self.reader.searcher();
+        let top = searcher.search(&query, &TopDocs::with_limit(k).order_by_score())?;
+        let mut out = Vec::with_capacity(top.len());
+        for (score, addr) in top {
+            let d: TantivyDocument = searcher.doc(addr)?;
+            let ord = d
+                .get_first(self.fields.ord)
+                .and_then(|v| v.as_u64())
+                .ok_or_else(|| Error::CorruptIndex {
+                    path: "bm25".into(),
+                    reason: "a document has no chunk ordinal".into(),
+                })?;
+            out.push((ord as usize, score));
+        }
+        Ok(out)
+    }
+}
+
+/// Query expansion through the glossary: a query that names an entry (by
+/// any of its names, in either language) also searches its other names, so
+/// "What is data parallelism?" finds text that only says 数据并行.
+struct Expander {
+    /// Per entry: each name's terms.
+    entries: Vec<Vec<Vec<String>>>,
+}
+
+impl Expander {
+    fn new(analyzer: &mut TextAnalyzer, synonyms: &[Vec<String>]) -> Expander {
+        let entries = synonyms
+            .iter()
+            .map(|names| {
+                names
+                    .iter()
+                    .map(|n| tokenizer::query_terms(analyzer, n))
+                    .filter(|terms| !terms.is_empty())
+                    .collect()
+            })
+            .collect();
+        Expander { entries }
+    }
+
+    /// Terms of the other-language names of every entry the query names.
+    /// Same-language aliases are left out: they add little recall and pull
+    /// the glossary entry itself above the passages that use the term.
+    fn expand(&self, query_terms: &[String]) -> Vec<String> {
+        let mut out = Vec::new();
+        for names in &self.entries {
+            let named: Vec<&Vec<String>> = names
+                .iter()
+                .filter(|terms| {
+                    terms.iter().map(String::len).sum::<usize>() >= 2
+                        && terms.iter().all(|t| query_terms.contains(t))
+                })
+                .collect();
+            if named.is_empty() {
+                continue;
+            }
+            let cjk_named = named.iter().any(|terms| is_cjk_name(terms));
+            let latin_named = named.iter().any(|terms| !is_cjk_name(terms));
+            for terms in names {
+                let wanted = if is_cjk_name(terms) {
+                    latin_named
+                } else {
+                    cjk_named
+                };
+                if !wanted {
+                    continue;
+                }
+                for t in terms {
+                    if !query_terms.contains(t) && !out.contains(t) {
+                        out.push(t.clone());
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+fn is_cjk_name(terms: &[String]) -> bool {
+    terms.iter().any(|t| t.chars().any(crate::chunk::is_cjk))
+}

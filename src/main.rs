@@ -1,0 +1,230 @@
+//! The `kbqa` command: flags in, library calls, human or JSON output out.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use kbqa::index::tokenizer::TokenizerKind;
+use kbqa::index::BuildEvent;
+use kbqa::kb::{IndexOutcome, OpenEvent};
+use kbqa::retrieve::SearchMode;
+use kbqa::{Config, Kb};
+
+/// Answer questions about your documents, with cited passages.
+#[derive(Parser)]
+#[command(name = "kbqa", version, about)]
+struct Cli {
+    #[command(flatten)]
+    global: GlobalArgs,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args)]
+struct GlobalArgs {
+    /// Config file (default: ./kbqa.toml if it exists).
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Folder of .md/.txt documents and glossary.toml files [default: corpus].
+    #[arg(long, global = true, value_name = "DIR")]
+    corpus: Option<PathBuf>,
+    /// Where index generations are kept [default: indexes].
+    #[arg(long, global = true, value_name = "DIR")]
+    index_dir: Option<PathBuf>,
+    /// Fail on a missing or stale index instead of rebuilding it.
+    #[arg(long, global = true)]
+    no_auto_index: bool,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Build the index from the corpus (only what changed since the last build).
+    Index {
+        /// Rebuild even if the index matches the corpus.
+        #[arg(long)]
+        rebuild: bool,
+        /// Index the good files and warn about bad ones, instead of refusing.
+        #[arg(long)]
+        skip_bad: bool,
+        /// How Chinese text is cut into terms: jieba, bigram or jieba+bigram.
+        #[arg(long)]
+        tokenizer: Option<TokenizerKind>,
+    },
+    /// Rank passages for a query.
+    Search {
+        /// The query.
+        query: String,
+        /// How many passages.
+        #[arg(long, short)]
+        k: Option<usize>,
+        /// Retriever: bm25.
+        #[arg(long, default_value = "bm25")]
+        mode: SearchMode,
+        /// Print JSON: {"results":[{rank, chunk_id, source, section, text, score}]}.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Measure quality on an evaluation set.
+    #[command(subcommand)]
+    Eval(EvalCommand),
+}
+
+#[derive(Subcommand)]
+enum EvalCommand {
+    /// Recall@1, recall@5 and MRR of retrieval, per language and overall.
+    Retrieval {
+        /// The question set.
+        #[arg(long, default_value = "tests/eval/qa.jsonl")]
+        set: PathBuf,
+        /// Retriever: bm25.
+        #[arg(long, default_value = "bm25")]
+        mode: SearchMode,
+        /// Where to write the JSON report [default: tests/eval/reports/retrieval-<mode>.json].
+        #[arg(long)]
+        report: Option<PathBuf>,
+    },
+}
+
+fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("KBQA_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    if let Err(e) = run(Cli::parse()) {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    let mut config = Config::load(cli.global.config.as_deref())?;
+    if let Some(c) = cli.global.corpus {
+        config.corpus = c;
+    }
+    if let Some(d) = cli.global.index_dir {
+        config.index_dir = d;
+    }
+    if cli.global.no_auto_index {
+        config.auto_index = false;
+    }
+    match cli.command {
+        Command::Index {
+            rebuild,
+            skip_bad,
+            tokenizer,
+        } => {
+            config.skip_bad |= skip_bad;
+            if let Some(t) = tokenizer {
+                config.bm25.tokenizer = t;
+            }
+            config.validate()?;
+            match Kb::index(&config, rebuild, &mut print_build_event)? {
+                IndexOutcome::UpToDate(m) => eprintln!(
+                    "kbqa: index {} is up to date ({} chunks from {} files); --rebuild to build anyway",
+                    m.generation,
+                    m.chunk_count,
+                    m.files.len()
+                ),
+                IndexOutcome::Built(m) => {
+                    for s in &m.skipped {
+                        eprintln!("kbqa: skipped {s}");
+                    }
+                }
+            }
+        }
+        Command::Search {
+            query,
+            k,
+            mode,
+            json,
+        } => {
+            let kb = open(&config)?;
+            let hits = kb.search(&query, k.unwrap_or(config.search.k), mode)?;
+            let mut out = std::io::stdout().lock();
+            if json {
+                serde_json::to_writer(&mut out, &serde_json::json!({ "results": hits }))?;
+                writeln!(out)?;
+            } else if hits.is_empty() {
+                writeln!(out, "no passage matches {query:?}")?;
+            } else {
+                for h in &hits {
+                    writeln!(
+                        out,
+                        "{}. [{:.3}] {} › {}",
+                        h.rank, h.score, h.source, h.section
+                    )?;
+                    writeln!(out, "   {}\n", snippet(&h.text, 160))?;
+                }
+            }
+        }
+        Command::Eval(EvalCommand::Retrieval { set, mode, report }) => {
+            let kb = open(&config)?;
+            let items = kbqa::eval::load_set(&set)?;
+            let r = kbqa::eval::evaluate_retrieval(&kb, &items, mode)?;
+            let path = report.unwrap_or_else(|| {
+                PathBuf::from(format!("tests/eval/reports/retrieval-{mode}.json"))
+            });
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir).with_context(|| dir.display().to_string())?;
+            }
+            std::fs::write(&path, serde_json::to_string_pretty(&r)? + "\n")
+                .with_context(|| path.display().to_string())?;
+            print!("{}", r.to_markdown());
+            let missed: Vec<&str> = r
+                .outcomes
+                .iter()
+                .filter(|o| o.rank.is_none_or(|x| x > 5))
+                .map(|o| o.id.as_str())
+                .collect();
+            println!(
+                "\nnot in the top 5 ({}): {}",
+                missed.len(),
+                missed.join(" ")
+            );
+            println!("report: {}", path.display());
+        }
+    }
+    Ok(())
+}
+
+fn open(config: &Config) -> anyhow::Result<Kb> {
+    Ok(Kb::open(config, &mut |e| match e {
+        OpenEvent::Rebuilding(why) => eprintln!("kbqa: {why}; building it now"),
+        OpenEvent::Build(b) => print_build_event(b),
+        OpenEvent::CorpusMissing => eprintln!(
+            "kbqa: corpus folder {} not found; using the existing index as it is",
+            config.corpus.display()
+        ),
+    })?)
+}
+
+fn print_build_event(e: BuildEvent) {
+    match e {
+        BuildEvent::Chunked { files, chunks } => {
+            eprintln!("kbqa: chunked {files} file(s) into {chunks} chunks")
+        }
+        BuildEvent::Bm25 { done, total } => eprintln!("kbqa: bm25 {done}/{total}"),
+        BuildEvent::Done {
+            manifest,
+            elapsed_ms,
+        } => eprintln!(
+            "kbqa: index {} ready: {} chunks in {:.1} s",
+            manifest.generation,
+            manifest.chunk_count,
+            elapsed_ms as f64 / 1000.0
+        ),
+    }
+}
+
+fn snippet(text: &str, max_chars: usize) -> String {
+    let flat: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    if flat.chars().count() <= max_chars {
+        flat
+    } else {
+        flat.chars().take(max_chars).collect::<String>() + "…"
+    }
+}

@@ -1,0 +1,8 @@
+//! Integration tests at the boundaries: the `kbqa` binary on real corpora and
+//! real tantivy indexes. One test binary (faster to link, shared helpers).
+
+mod cli;
+mod corpus;
+mod crash;
+mod eval;
+mod util;
