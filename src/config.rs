@@ -34,7 +34,7 @@ pub struct Config {
 }
 
 /// BM25 settings (they change the index, so they are recorded in its manifest).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Bm25Config {
     /// How Chinese text is cut into terms.
@@ -49,6 +49,8 @@ pub struct SearchConfig {
     pub k: usize,
     /// At most this many glossary entries among the results.
     pub max_glossary_hits: usize,
+    /// Expand queries with the other-language names of glossary entries they mention.
+    pub expand_queries: bool,
 }
 
 impl Default for Config {
@@ -65,19 +67,12 @@ impl Default for Config {
     }
 }
 
-impl Default for Bm25Config {
-    fn default() -> Self {
-        Bm25Config {
-            tokenizer: TokenizerKind::default(),
-        }
-    }
-}
-
 impl Default for SearchConfig {
     fn default() -> Self {
         SearchConfig {
             k: 5,
             max_glossary_hits: 2,
+            expand_queries: false,
         }
     }
 }
@@ -135,6 +130,14 @@ impl Config {
                         value.parse().map_err(|_| bad("expected a number"))?
                 }
                 "K" => self.search.k = value.parse().map_err(|_| bad("expected a number"))?,
+                "MAX_GLOSSARY_HITS" => {
+                    self.search.max_glossary_hits =
+                        value.parse().map_err(|_| bad("expected a number"))?
+                }
+                "EXPAND_QUERIES" => {
+                    self.search.expand_queries =
+                        parse_bool(&value).ok_or_else(|| bad("expected true or false"))?
+                }
                 // Variables of later subsystems (models, server) and `KBQA_LOG`
                 // are read where they are used.
                 _ => {}

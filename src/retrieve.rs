@@ -85,7 +85,9 @@ pub fn search(
     let mut depth = k + k.max(config.max_glossary_hits) * 2;
     let ranked = loop {
         let ranked = match mode {
-            SearchMode::Bm25 => generation.bm25.search(query, depth)?,
+            SearchMode::Bm25 => generation
+                .bm25
+                .search(query, depth, config.expand_queries)?,
         };
         let passages = ranked
             .iter()

@@ -127,10 +127,15 @@ impl Bm25Index {
 
     /// The query's terms with their weights: its own terms at 1.0, then the
     /// other names of glossary entries it mentions at [`EXPANSION_WEIGHT`].
-    pub fn weighted_terms(&self, query: &str) -> Vec<(String, f32)> {
+    pub fn weighted_terms(&self, query: &str, expand: bool) -> Vec<(String, f32)> {
         let terms = self.query_terms(query);
         let mut out: Vec<(String, f32)> = terms.iter().map(|t| (t.clone(), 1.0)).collect();
-        for t in self.expander.expand(&terms) {
+        let expansion = if expand {
+            self.expander.expand(&terms)
+        } else {
+            Vec::new()
+        };
+        for t in expansion {
             if !out.iter().any(|(o, _)| *o == t) {
                 out.push((t, EXPANSION_WEIGHT));
             }
@@ -138,9 +143,10 @@ impl Bm25Index {
         out
     }
 
-    /// The `k` best chunks as (chunk ordinal, BM25 score), best first.
-    pub fn search(&self, query: &str, k: usize) -> Result<Vec<(usize, f32)>> {
-        let terms = self.weighted_terms(query);
+    /// The `k` best chunks as (chunk ordinal, BM25 score), best first;
+    /// `expand` turns glossary expansion on.
+    pub fn search(&self, query: &str, k: usize, expand: bool) -> Result<Vec<(usize, f32)>> {
+        let terms = self.weighted_terms(query, expand);
         if terms.is_empty() {
             return Err(Error::InvalidQuery(format!(
                 "{query:?} has no searchable words"
