@@ -39,7 +39,10 @@ impl Kb {
     pub fn open(config: &Config, events: &mut dyn FnMut(OpenEvent)) -> Result<Kb> {
         if !config.corpus.is_dir() {
             // An index shipped without its corpus (e.g. to a replica) is still servable.
-            let generation = index::open(&config.index_dir)?;
+            let generation = match index::open(&config.index_dir) {
+                Err(Error::NoIndex(_)) => return Err(Error::CorpusNotFound(config.corpus.clone())),
+                other => other?,
+            };
             events(OpenEvent::CorpusMissing);
             return Ok(Kb {
                 generation,

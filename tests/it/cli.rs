@@ -208,6 +208,22 @@ fn bad_queries_and_configs_get_clear_errors() {
     );
 
     std::fs::remove_file(s.path("kbqa.toml")).unwrap();
-    let run = s.kbqa(&s.path("missing"), &["index"]).failure();
-    assert!(run.stderr.contains("does not exist"), "{}", run.stderr);
+    // A missing corpus: an error when there is no index to fall back on...
+    let fresh = Scratch::new();
+    for cmd in [&["index"][..], &["search", "RLHF"][..]] {
+        let run = fresh.kbqa(&fresh.path("missing"), cmd).failure();
+        assert!(
+            run.stderr.contains("corpus folder") && run.stderr.contains("does not exist"),
+            "{}",
+            run.stderr
+        );
+    }
+    // ...and a warning when an index exists (shipped without its corpus).
+    let run = s.kbqa(&s.path("missing"), &["search", "RLHF"]).success();
+    assert!(
+        run.stderr.contains("using the existing index"),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stdout.starts_with("1. ["), "{}", run.stdout);
 }
