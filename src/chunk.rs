@@ -452,7 +452,8 @@ fn hard_split(text: &str, start: usize, end: usize, target: usize) -> Vec<(usize
                 window_end = Some(i);
                 break;
             }
-            if n > 0 {
+            // A cut must leave some text before it (never a blank piece).
+            if n > 0 && !rest[..i].trim().is_empty() {
                 if let Some(p) = prev {
                     // A comma or space is the nicest cut, unless it leaves a tiny piece.
                     if n >= target / 2 && matches!(p, '，' | ',' | '、' | '：' | ':' | ' ' | '\t')
@@ -638,6 +639,19 @@ mod tests {
             "{chunks:#?}"
         );
         assert_covers(text, &chunks);
+    }
+
+    #[test]
+    fn no_blank_piece_after_a_comma_and_spaces() {
+        let text = format!("{},  {}", "a".repeat(18), "x".repeat(50));
+        for overlap in [0, 1, 5] {
+            let chunks = chunk_document(&doc(&text, DocKind::Text), &cfg(20, overlap));
+            assert!(
+                chunks.iter().all(|c| !c.text.trim().is_empty()),
+                "{chunks:#?}"
+            );
+            assert_covers(&text, &chunks);
+        }
     }
 
     #[test]

@@ -97,9 +97,10 @@ impl Kb {
         let corpus = Corpus::load(&config.corpus, config.skip_bad)?;
         let settings = IndexSettings::from_config(config);
         if !rebuild {
-            if let Ok(m) = index::current_manifest(&config.index_dir) {
-                if m.freshness(&corpus, &settings) == Freshness::Fresh {
-                    return Ok(IndexOutcome::UpToDate(Box::new(m)));
+            // Open it whole: a damaged generation is not "up to date".
+            if let Ok(g) = index::open(&config.index_dir) {
+                if g.manifest.freshness(&corpus, &settings) == Freshness::Fresh {
+                    return Ok(IndexOutcome::UpToDate(Box::new(g.manifest)));
                 }
             }
         }

@@ -82,7 +82,10 @@ pub fn search(
     }
     // Over-fetch so the glossary cap can skip entries and still return k;
     // fetch deeper while the cap leaves fewer than k and more may exist.
-    let mut depth = k + k.max(config.max_glossary_hits) * 2;
+    let total = generation.chunks.len().max(1);
+    let mut depth = k
+        .saturating_add(k.max(config.max_glossary_hits).saturating_mul(2))
+        .min(total);
     let ranked = loop {
         let ranked = match mode {
             SearchMode::Bm25 => generation
@@ -98,10 +101,13 @@ pub fn search(
                     .is_some_and(|c| c.kind != ChunkKind::Glossary)
             })
             .count();
-        if ranked.len() < depth || passages + config.max_glossary_hits >= k {
+        if ranked.len() < depth
+            || depth >= total
+            || passages.saturating_add(config.max_glossary_hits) >= k
+        {
             break ranked;
         }
-        depth *= 4;
+        depth = depth.saturating_mul(4).min(total);
     };
     let mut glossary = 0;
     Ok(ranked

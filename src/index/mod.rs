@@ -174,7 +174,7 @@ impl Manifest {
                 .iter()
                 .filter(|f| old.get(f.source.as_str()).is_some_and(|h| *h != f.sha256))
                 .count();
-            let removed = old.len() + added - new.len();
+            let removed = (old.len() + added).saturating_sub(new.len());
             return Freshness::Stale(format!(
                 "the corpus changed ({added} file(s) added, {changed} changed, {removed} removed)"
             ));
@@ -343,6 +343,8 @@ pub fn build(
     sync_tree(&tmp)?;
     let final_dir = index_dir.join(&generation);
     fs::rename(&tmp, &final_dir).at(&final_dir)?;
+    // The generation's name must be durable before CURRENT may point at it.
+    sync_dir(index_dir)?;
     let previous = fs::read_to_string(index_dir.join(CURRENT)).ok();
     replace_file(&index_dir.join(CURRENT), generation.as_bytes())?;
     sync_dir(index_dir)?;
@@ -480,11 +482,4 @@ fn remove_old_generations(index_dir: &Path, live: &str, previous: Option<&str>) 
             let _ = fs::remove_dir_all(e.path());
         }
     }
-}
-
-/// Reads the live generation's manifest only (cheap; for status checks).
-pub fn current_manifest(index_dir: &Path) -> Result<Manifest> {
-    let current = index_dir.join(CURRENT);
-    let name = fs::read_to_string(&current).map_err(|_| Error::NoIndex(index_dir.to_path_buf()))?;
-    read_manifest(&index_dir.join(name.trim()))
 }

@@ -184,6 +184,14 @@ fn a_foreign_or_damaged_index_is_refused_and_rebuilt() {
         "{}",
         run.stderr
     );
+    let run = s.kbqa(&corpus, &["index"]).success();
+    assert!(
+        !run.stderr.contains("up to date"),
+        "a damaged index is rebuilt: {}",
+        run.stderr
+    );
+    s.kbqa(&corpus, &["--no-auto-index", "search", "RLHF"])
+        .success();
 }
 
 #[test]
@@ -194,6 +202,11 @@ fn bad_queries_and_configs_get_clear_errors() {
     assert!(run.stderr.contains("the query is empty"), "{}", run.stderr);
     let run = s.kbqa(&corpus, &["search", "？！。"]).failure();
     assert!(run.stderr.contains("no searchable words"), "{}", run.stderr);
+    let run = s
+        .kbqa(&corpus, &["search", "GPU", "-k", "100000000", "--json"])
+        .success();
+    let n = run.json()["results"].as_array().unwrap().len();
+    assert!(n > 5 && n < 1000, "a huge k returns what matches: {n}");
     let run = s
         .kbqa(&corpus, &["search", "x", "--mode", "semantic"])
         .failure();
