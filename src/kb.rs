@@ -1,14 +1,21 @@
 //! [`Kb`]: an open knowledge base, kept in step with its corpus.
 
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
+
 use crate::config::{Config, SearchConfig};
 use crate::corpus::Corpus;
+use crate::embed::{E5Embedder, Embedder};
 use crate::error::{Error, Result};
 use crate::index::{self, BuildEvent, Freshness, Generation, IndexSettings, Manifest};
+use crate::models::fetch::{self, FetchEvent};
 use crate::retrieve::{self, SearchHit, SearchMode};
 
 /// What happened while opening a knowledge base, for a front end to report.
 #[derive(Debug, Clone)]
 pub enum OpenEvent {
+    /// A model is being fetched or checked.
+    Fetch(FetchEvent),
     /// The index is being (re)built, and why.
     Rebuilding(String),
     /// Build progress.
@@ -26,16 +33,70 @@ pub enum IndexOutcome {
     Built(Box<Manifest>),
 }
 
-/// An open knowledge base: one immutable index generation.
+/// The embedding model a config asks for: its file and identity.
+struct ModelChoice {
+    name: String,
+    path: PathBuf,
+    sha256: String,
+}
+
+/// Resolves `config.models.embedding` (fetching a known model on first
+/// use); `None` when vectors are turned off (`embedding = "none"`).
+fn embedding_model(
+    config: &Config,
+    events: &mut dyn FnMut(OpenEvent),
+) -> Result<Option<ModelChoice>> {
+    let name = config.models.embedding.trim();
+    if name.is_empty() || name == "none" {
+        return Ok(None);
+    }
+    let path = fetch::resolve(name, &config.home, &config.python, &mut |e| {
+        events(OpenEvent::Fetch(e))
+    })?;
+    let sha256 = match fetch::spec(name) {
+        Some(spec) => spec.sha256.to_string(),
+        None => fetch::sha256_file(&path)?,
+    };
+    Ok(Some(ModelChoice {
+        name: name.to_string(),
+        path,
+        sha256,
+    }))
+}
+
+/// An open knowledge base: one immutable index generation, and the query
+/// embedder it needs (loaded on the first vector search).
 pub struct Kb {
     generation: Generation,
     search: SearchConfig,
+    ef_search: usize,
+    model_path: Option<PathBuf>,
+    embedder: OnceLock<std::result::Result<Arc<dyn Embedder>, String>>,
 }
 
 impl Kb {
+    fn new(
+        generation: Generation,
+        config: &Config,
+        model_path: Option<PathBuf>,
+        embedder: Option<Arc<dyn Embedder>>,
+    ) -> Kb {
+        let cell = OnceLock::new();
+        if let Some(e) = embedder {
+            let _ = cell.set(Ok(e));
+        }
+        Kb {
+            generation,
+            search: config.search.clone(),
+            ef_search: config.vector.ef_search,
+            model_path,
+            embedder: cell,
+        }
+    }
+
     /// Opens the index for `config`. When `config.auto_index` is on, a
-    /// missing, stale (corpus or settings changed) or unusable index is
-    /// rebuilt first, and `events` says why; otherwise that is an error.
+    /// missing, stale (corpus, settings or model changed) or unusable index
+    /// is rebuilt first, and `events` says why; otherwise that is an error.
     pub fn open(config: &Config, events: &mut dyn FnMut(OpenEvent)) -> Result<Kb> {
         if !config.corpus.is_dir() {
             // An index shipped without its corpus (e.g. to a replica) is still servable.
@@ -44,20 +105,33 @@ impl Kb {
                 other => other?,
             };
             events(OpenEvent::CorpusMissing);
-            return Ok(Kb {
-                generation,
-                search: config.search.clone(),
-            });
+            let model = match &generation.manifest.vector {
+                Some(_) => embedding_model(config, events)?,
+                None => None,
+            };
+            if let (Some(m), Some(v)) = (&model, &generation.manifest.vector) {
+                if m.sha256 != v.model_sha256 {
+                    return Err(Error::IncompatibleIndex {
+                        path: generation.dir.clone(),
+                        reason: format!(
+                            "its vectors were made by model {} and the configured model is {}",
+                            v.model, m.name
+                        ),
+                    });
+                }
+            }
+            return Ok(Kb::new(generation, config, model.map(|m| m.path), None));
         }
         let corpus = Corpus::load(&config.corpus, config.skip_bad)?;
-        let settings = IndexSettings::from_config(config);
+        let model = embedding_model(config, events)?;
+        let settings = IndexSettings::from_config(
+            config,
+            model.as_ref().map(|m| (m.name.clone(), m.sha256.clone())),
+        );
         let reason = match index::open(&config.index_dir) {
             Ok(generation) => match generation.manifest.freshness(&corpus, &settings) {
                 Freshness::Fresh => {
-                    return Ok(Kb {
-                        generation,
-                        search: config.search.clone(),
-                    })
+                    return Ok(Kb::new(generation, config, model.map(|m| m.path), None))
                 }
                 Freshness::Stale(reason) => format!("the index is out of date: {reason}"),
             },
@@ -74,17 +148,21 @@ impl Kb {
             });
         }
         events(OpenEvent::Rebuilding(reason));
+        let embedder = match &model {
+            Some(m) => Some(Arc::new(E5Embedder::load(&m.path)?) as Arc<dyn Embedder>),
+            None => None,
+        };
         index::build(
             &config.index_dir,
             &config.corpus,
             &corpus,
             &settings,
+            embedder.as_deref(),
+            &config.vector,
             &mut |e| events(OpenEvent::Build(e)),
         )?;
-        Ok(Kb {
-            generation: index::open(&config.index_dir)?,
-            search: config.search.clone(),
-        })
+        let generation = index::open(&config.index_dir)?;
+        Ok(Kb::new(generation, config, model.map(|m| m.path), embedder))
     }
 
     /// `kbqa index`: builds a new generation unless the live one already
@@ -92,10 +170,14 @@ impl Kb {
     pub fn index(
         config: &Config,
         rebuild: bool,
-        events: &mut dyn FnMut(BuildEvent),
+        events: &mut dyn FnMut(OpenEvent),
     ) -> Result<IndexOutcome> {
         let corpus = Corpus::load(&config.corpus, config.skip_bad)?;
-        let settings = IndexSettings::from_config(config);
+        let model = embedding_model(config, events)?;
+        let settings = IndexSettings::from_config(
+            config,
+            model.as_ref().map(|m| (m.name.clone(), m.sha256.clone())),
+        );
         if !rebuild {
             // Open it whole: a damaged generation is not "up to date".
             if let Ok(g) = index::open(&config.index_dir) {
@@ -104,19 +186,53 @@ impl Kb {
                 }
             }
         }
+        let embedder = match &model {
+            Some(m) => Some(E5Embedder::load(&m.path)?),
+            None => None,
+        };
         let m = index::build(
             &config.index_dir,
             &config.corpus,
             &corpus,
             &settings,
-            events,
+            embedder.as_ref().map(|e| e as &dyn Embedder),
+            &config.vector,
+            &mut |e| events(OpenEvent::Build(e)),
         )?;
         Ok(IndexOutcome::Built(Box::new(m)))
     }
 
+    /// The query embedder, loaded on first use.
+    pub fn embedder(&self) -> Result<Arc<dyn Embedder>> {
+        let loaded = self.embedder.get_or_init(|| {
+            let path = self.model_path.as_ref().ok_or_else(|| {
+                "this index has no vector index (embedding = \"none\")".to_string()
+            })?;
+            E5Embedder::load(path)
+                .map(|e| Arc::new(e) as Arc<dyn Embedder>)
+                .map_err(|e| e.to_string())
+        });
+        loaded.clone().map_err(Error::Model)
+    }
+
     /// The `k` best chunks for `query`.
     pub fn search(&self, query: &str, k: usize, mode: SearchMode) -> Result<Vec<SearchHit>> {
-        retrieve::search(&self.generation, query, k, mode, &self.search)
+        let query_vector = match mode {
+            SearchMode::Bm25 => None,
+            SearchMode::Vector | SearchMode::Hybrid => {
+                retrieve::check_query(query, k)?;
+                Some(self.embedder()?.embed_query(query.trim())?)
+            }
+        };
+        retrieve::search(
+            &self.generation,
+            query,
+            query_vector.as_deref(),
+            k,
+            mode,
+            &self.search,
+            self.ef_search,
+        )
     }
 
     /// The open generation (manifest, chunks, indexes).

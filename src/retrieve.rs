@@ -1,8 +1,11 @@
-//! Retrieval: a query in, ranked chunks out.
+//! Retrieval: a query in, ranked chunks out — BM25, vector, or both fused
+//! with reciprocal rank fusion (RRF).
+
+use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::chunk::{Chunk, ChunkKind};
+use crate::chunk::ChunkKind;
 use crate::config::SearchConfig;
 use crate::error::{Error, Result};
 use crate::index::Generation;
@@ -12,8 +15,12 @@ use crate::index::Generation;
 #[serde(rename_all = "lowercase")]
 pub enum SearchMode {
     /// Lexical BM25 over the Chinese-aware analyzer.
-    #[default]
     Bm25,
+    /// Nearest neighbours of the query's embedding.
+    Vector,
+    /// Both, fused by reciprocal rank.
+    #[default]
+    Hybrid,
 }
 
 impl std::str::FromStr for SearchMode {
@@ -21,10 +28,11 @@ impl std::str::FromStr for SearchMode {
     fn from_str(s: &str) -> std::result::Result<Self, String> {
         match s {
             "bm25" => Ok(SearchMode::Bm25),
-            "vector" | "hybrid" => Err(format!(
-                "search mode {s:?} needs the vector index, which this build does not have yet (use bm25)"
+            "vector" => Ok(SearchMode::Vector),
+            "hybrid" => Ok(SearchMode::Hybrid),
+            _ => Err(format!(
+                "unknown search mode {s:?} (expected bm25, vector or hybrid)"
             )),
-            _ => Err(format!("unknown search mode {s:?} (expected bm25)")),
         }
     }
 }
@@ -33,6 +41,8 @@ impl std::fmt::Display for SearchMode {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
             SearchMode::Bm25 => "bm25",
+            SearchMode::Vector => "vector",
+            SearchMode::Hybrid => "hybrid",
         })
     }
 }
@@ -50,23 +60,21 @@ pub struct SearchHit {
     pub section: String,
     /// The chunk's text.
     pub text: String,
-    /// The retriever's score (BM25: higher is better, not normalised).
+    /// The ranking score: BM25 score, cosine similarity, or the RRF sum.
     pub score: f32,
+    /// Rank BM25 gave this chunk (hybrid only; absent if BM25 did not find it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bm25_rank: Option<usize>,
+    /// Rank the vector search gave this chunk (hybrid only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vector_rank: Option<usize>,
 }
 
 /// Longest query accepted, in chars: a question, not a document.
 pub const MAX_QUERY_CHARS: usize = 2000;
 
-/// Ranks the chunks of `generation` for `query`: the `k` best, with at most
-/// `config.max_glossary_hits` glossary entries among them, so that short,
-/// term-dense definitions do not crowd out the passages that discuss a term.
-pub fn search(
-    generation: &Generation,
-    query: &str,
-    k: usize,
-    mode: SearchMode,
-    config: &SearchConfig,
-) -> Result<Vec<SearchHit>> {
+/// Rejects queries no retriever can use: empty, too long, `k = 0`.
+pub fn check_query(query: &str, k: usize) -> Result<()> {
     let query = query.trim();
     if query.is_empty() {
         return Err(Error::InvalidQuery("the query is empty".into()));
@@ -80,24 +88,54 @@ pub fn search(
     if k == 0 {
         return Err(Error::InvalidQuery("k must be at least 1".into()));
     }
+    Ok(())
+}
+
+struct Ranked {
+    ord: usize,
+    score: f32,
+    bm25_rank: Option<usize>,
+    vector_rank: Option<usize>,
+}
+
+/// Ranks the chunks of `generation` for `query` (and its embedding, for
+/// vector and hybrid modes): the `k` best, with at most
+/// `config.max_glossary_hits` glossary entries among them, so that short,
+/// term-dense definitions do not crowd out the passages that discuss a term.
+pub fn search(
+    generation: &Generation,
+    query: &str,
+    query_vector: Option<&[f32]>,
+    k: usize,
+    mode: SearchMode,
+    config: &SearchConfig,
+    ef_search: usize,
+) -> Result<Vec<SearchHit>> {
+    check_query(query, k)?;
+    let query = query.trim();
+    let total = generation.chunks.len().max(1);
     // Over-fetch so the glossary cap can skip entries and still return k;
     // fetch deeper while the cap leaves fewer than k and more may exist.
-    let total = generation.chunks.len().max(1);
     let mut depth = k
         .saturating_add(k.max(config.max_glossary_hits).saturating_mul(2))
+        .max(config.candidates)
         .min(total);
     let ranked = loop {
-        let ranked = match mode {
-            SearchMode::Bm25 => generation
-                .bm25
-                .search(query, depth, config.expand_queries)?,
-        };
+        let ranked = rank(
+            generation,
+            query,
+            query_vector,
+            depth,
+            mode,
+            config,
+            ef_search,
+        )?;
         let passages = ranked
             .iter()
-            .filter(|(ord, _)| {
+            .filter(|r| {
                 generation
                     .chunks
-                    .get(*ord)
+                    .get(r.ord)
                     .is_some_and(|c| c.kind != ChunkKind::Glossary)
             })
             .count();
@@ -110,9 +148,10 @@ pub fn search(
         depth = depth.saturating_mul(4).min(total);
     };
     let mut glossary = 0;
+    let hybrid = mode == SearchMode::Hybrid;
     Ok(ranked
         .into_iter()
-        .filter_map(|(ord, score)| Some((generation.chunks.get(ord)?, score)))
+        .filter_map(|r| Some((generation.chunks.get(r.ord)?, r)))
         .filter(|(c, _)| {
             let keep = c.kind != ChunkKind::Glossary || glossary < config.max_glossary_hits;
             glossary += usize::from(keep && c.kind == ChunkKind::Glossary);
@@ -120,13 +159,89 @@ pub fn search(
         })
         .take(k)
         .enumerate()
-        .map(|(i, (c, score)): (usize, (&Chunk, f32))| SearchHit {
+        .map(|(i, (c, r))| SearchHit {
             rank: i + 1,
             chunk_id: c.id.clone(),
             source: c.source.clone(),
             section: c.section.clone(),
             text: c.text.clone(),
-            score,
+            score: r.score,
+            bm25_rank: r.bm25_rank.filter(|_| hybrid),
+            vector_rank: r.vector_rank.filter(|_| hybrid),
         })
         .collect())
+}
+
+fn rank(
+    generation: &Generation,
+    query: &str,
+    query_vector: Option<&[f32]>,
+    depth: usize,
+    mode: SearchMode,
+    config: &SearchConfig,
+    ef_search: usize,
+) -> Result<Vec<Ranked>> {
+    let bm25 = || generation.bm25.search(query, depth, config.expand_queries);
+    let vector = || -> Result<Vec<(usize, f32)>> {
+        let index = generation.vector.as_ref().ok_or_else(|| {
+            Error::Config(
+                "this index has no vector index (models.embedding = \"none\"); use --mode bm25"
+                    .into(),
+            )
+        })?;
+        let q = query_vector.ok_or_else(|| Error::Model("no query embedding was given".into()))?;
+        Ok(index.search(q, depth, ef_search))
+    };
+    let single = |hits: Vec<(usize, f32)>, is_bm25: bool| -> Vec<Ranked> {
+        hits.into_iter()
+            .enumerate()
+            .map(|(i, (ord, score))| Ranked {
+                ord,
+                score,
+                bm25_rank: is_bm25.then_some(i + 1),
+                vector_rank: (!is_bm25).then_some(i + 1),
+            })
+            .collect()
+    };
+    Ok(match mode {
+        SearchMode::Bm25 => single(bm25()?, true),
+        SearchMode::Vector => single(vector()?, false),
+        SearchMode::Hybrid => {
+            // A query with no searchable words still has a meaning to embed.
+            let lexical = match bm25() {
+                Ok(h) => h,
+                Err(Error::InvalidQuery(_)) => Vec::new(),
+                Err(e) => return Err(e),
+            };
+            fuse(&lexical, &vector()?, config)
+        }
+    })
+}
+
+/// Reciprocal rank fusion: `score = Σ weight / (rrf_k + rank)`; ties go to
+/// the lower ordinal, so results are deterministic.
+fn fuse(bm25: &[(usize, f32)], vector: &[(usize, f32)], config: &SearchConfig) -> Vec<Ranked> {
+    let mut by_ord: HashMap<usize, Ranked> = HashMap::new();
+    for (lists, is_bm25, weight) in [
+        (bm25, true, config.bm25_weight),
+        (vector, false, config.vector_weight),
+    ] {
+        for (i, &(ord, _)) in lists.iter().enumerate() {
+            let r = by_ord.entry(ord).or_insert(Ranked {
+                ord,
+                score: 0.0,
+                bm25_rank: None,
+                vector_rank: None,
+            });
+            r.score += weight / (config.rrf_k + (i + 1) as f32);
+            if is_bm25 {
+                r.bm25_rank = Some(i + 1);
+            } else {
+                r.vector_rank = Some(i + 1);
+            }
+        }
+    }
+    let mut fused: Vec<Ranked> = by_ord.into_values().collect();
+    fused.sort_by(|a, b| b.score.total_cmp(&a.score).then(a.ord.cmp(&b.ord)));
+    fused
 }

@@ -18,6 +18,7 @@
 
 pub mod bm25;
 pub mod tokenizer;
+pub mod vector;
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
@@ -29,13 +30,16 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::chunk::{chunk_corpus, Chunk, ChunkConfig};
+use crate::config::VectorConfig;
 use crate::corpus::{hex, Corpus, FileHash};
+use crate::embed::Embedder;
 use crate::error::{Error, IoContext, Result};
 use bm25::Bm25Index;
 use tokenizer::TokenizerKind;
+use vector::{VectorIndex, VectorManifest};
 
 /// Bumped whenever the on-disk layout changes; other versions are refused.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 
 const CURRENT: &str = "CURRENT";
 const MANIFEST: &str = "manifest.json";
@@ -68,8 +72,8 @@ pub struct Manifest {
     /// Glossary names, one list per entry (term and aliases): added to the
     /// segmenter's dictionary, and used to expand queries across languages.
     pub synonyms: Vec<Vec<String>>,
-    /// Model identities by role (e.g. `embedding`); empty while none are used.
-    pub models: BTreeMap<String, String>,
+    /// The vector index, when the generation has one.
+    pub vector: Option<VectorManifest>,
     /// Number of chunks (lines of `chunks.jsonl`, documents in BM25).
     pub chunk_count: usize,
     /// sha256 of `chunks.jsonl`, to catch a damaged file.
@@ -83,14 +87,36 @@ pub struct IndexSettings {
     pub chunker: ChunkConfig,
     /// BM25 analysis of CJK text.
     pub tokenizer: TokenizerKind,
+    /// The embedding model and HNSW shape; `None`: no vector index.
+    pub embedding: Option<EmbeddingSettings>,
+}
+
+/// Which model embeds the chunks, and the HNSW graph's shape.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EmbeddingSettings {
+    /// Model name (or path) as configured.
+    pub model: String,
+    /// sha256 of the model file: the identity that matters.
+    pub model_sha256: String,
+    /// HNSW links per node.
+    pub m: usize,
+    /// HNSW build beam.
+    pub ef_construction: usize,
 }
 
 impl IndexSettings {
-    /// The index-shaping part of a config.
-    pub fn from_config(config: &crate::Config) -> Self {
+    /// The index-shaping part of a config; `embedding` is the resolved model
+    /// (name and file sha256), if vectors are wanted.
+    pub fn from_config(config: &crate::Config, embedding: Option<(String, String)>) -> Self {
         IndexSettings {
             chunker: config.chunk.clone(),
             tokenizer: config.bm25.tokenizer,
+            embedding: embedding.map(|(model, model_sha256)| EmbeddingSettings {
+                model,
+                model_sha256,
+                m: config.vector.m,
+                ef_construction: config.vector.ef_construction,
+            }),
         }
     }
 }
@@ -105,6 +131,8 @@ pub struct Generation {
     pub chunks: Vec<Chunk>,
     /// The BM25 index.
     pub bm25: Bm25Index,
+    /// The vector index, if the generation has one.
+    pub vector: Option<VectorIndex>,
 }
 
 /// Progress of a build, for a front end to show.
@@ -116,6 +144,13 @@ pub enum BuildEvent {
         files: usize,
         /// Chunks made.
         chunks: usize,
+    },
+    /// Chunks embedded so far.
+    Embedding {
+        /// Done.
+        done: usize,
+        /// Total.
+        total: usize,
     },
     /// BM25 documents written so far.
     Bm25 {
@@ -152,6 +187,9 @@ impl Manifest {
             }
             if self.settings.tokenizer != settings.tokenizer {
                 what.push("tokenizer");
+            }
+            if self.settings.embedding != settings.embedding {
+                what.push("embedding model or vector index");
             }
             return Freshness::Stale(format!("the {} settings changed", what.join(" and ")));
         }
@@ -217,11 +255,25 @@ pub fn open(index_dir: &Path) -> Result<Generation> {
             ),
         });
     }
+    let vector = match &manifest.vector {
+        Some(vm) => {
+            let v = VectorIndex::open(&dir, vm)?;
+            if v.len() != chunks.len() {
+                return Err(Error::CorruptIndex {
+                    path: dir.clone(),
+                    reason: format!("{} vectors for {} chunks", v.len(), chunks.len()),
+                });
+            }
+            Some(v)
+        }
+        None => None,
+    };
     Ok(Generation {
         dir,
         manifest,
         chunks,
         bm25,
+        vector,
     })
 }
 
@@ -303,6 +355,8 @@ pub fn build(
     corpus_root: &Path,
     corpus: &Corpus,
     settings: &IndexSettings,
+    embedder: Option<&dyn Embedder>,
+    vector_config: &VectorConfig,
     events: &mut dyn FnMut(BuildEvent),
 ) -> Result<Manifest> {
     let started = Instant::now();
@@ -324,15 +378,16 @@ pub fn build(
     let generation = format!("gen-{}-{}", now.as_millis(), std::process::id());
     let tmp = index_dir.join(format!("{TMP_PREFIX}{generation}"));
     fs::create_dir(&tmp).at(&tmp)?;
-    let result = write_generation(
-        &tmp,
-        &generation,
+    let inputs = BuildInputs {
+        generation: &generation,
         corpus_root,
         corpus,
         settings,
-        now.as_secs(),
-        events,
-    );
+        embedder,
+        vector_config,
+        created_unix: now.as_secs(),
+    };
+    let result = write_generation(&tmp, &inputs, events);
     let manifest = match result {
         Ok(m) => m,
         Err(e) => {
@@ -357,15 +412,30 @@ pub fn build(
     Ok(manifest)
 }
 
+struct BuildInputs<'a> {
+    generation: &'a str,
+    corpus_root: &'a Path,
+    corpus: &'a Corpus,
+    settings: &'a IndexSettings,
+    embedder: Option<&'a dyn Embedder>,
+    vector_config: &'a VectorConfig,
+    created_unix: u64,
+}
+
 fn write_generation(
     dir: &Path,
-    generation: &str,
-    corpus_root: &Path,
-    corpus: &Corpus,
-    settings: &IndexSettings,
-    created_unix: u64,
+    inputs: &BuildInputs,
     events: &mut dyn FnMut(BuildEvent),
 ) -> Result<Manifest> {
+    let BuildInputs {
+        generation,
+        corpus_root,
+        corpus,
+        settings,
+        embedder,
+        vector_config,
+        created_unix,
+    } = *inputs;
     let chunks = chunk_corpus(corpus, &settings.chunker);
     events(BuildEvent::Chunked {
         files: corpus.documents.len() + corpus.glossaries.len(),
@@ -397,6 +467,36 @@ fn write_generation(
         &mut |done, total| events(BuildEvent::Bm25 { done, total }),
     )?;
 
+    let vector = match (&settings.embedding, embedder) {
+        (Some(es), Some(embedder)) => {
+            let texts: Vec<String> = chunks.iter().map(embedding_text).collect();
+            let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+            let total = refs.len();
+            let step = (total / 50).max(1);
+            let vectors = embedder.embed_passages(&refs, &mut |done| {
+                if done % step == 0 || done == total {
+                    events(BuildEvent::Embedding { done, total })
+                }
+            })?;
+            let files = vector::build(dir, &vectors, embedder.dim(), vector_config)?;
+            Some(VectorManifest {
+                model: es.model.clone(),
+                model_sha256: es.model_sha256.clone(),
+                dim: embedder.dim(),
+                count: chunks.len(),
+                m: es.m,
+                ef_construction: es.ef_construction,
+                files,
+            })
+        }
+        (Some(_), None) => {
+            return Err(Error::Config(
+                "an embedding model is configured but none was loaded".into(),
+            ))
+        }
+        (None, _) => None,
+    };
+
     let manifest = Manifest {
         format: FORMAT_VERSION,
         kbqa_version: env!("CARGO_PKG_VERSION").to_string(),
@@ -408,7 +508,7 @@ fn write_generation(
         skipped: corpus.skipped.iter().map(|b| b.to_string()).collect(),
         settings: settings.clone(),
         synonyms,
-        models: BTreeMap::new(),
+        vector,
         chunk_count: chunks.len(),
         chunks_sha256: hex(&hasher.finalize()),
     };
@@ -416,6 +516,19 @@ fn write_generation(
     let json = serde_json::to_vec_pretty(&manifest).expect("manifest serialises");
     fs::write(&path, json).at(&path)?;
     Ok(manifest)
+}
+
+/// What is embedded for a chunk: its section path (context the passage
+/// itself may lack), then its text.
+pub fn embedding_text(chunk: &Chunk) -> String {
+    let first_line = chunk.text.lines().next().unwrap_or("");
+    if chunk.section.is_empty()
+        || first_line.contains(chunk.section.rsplit(" > ").next().unwrap_or(""))
+    {
+        chunk.text.clone()
+    } else {
+        format!("{}\n{}", chunk.section, chunk.text)
+    }
 }
 
 /// Each glossary entry's names (term first, then aliases).

@@ -5,11 +5,10 @@ use crate::util::{repo, Scratch};
 #[test]
 fn search_json_ranks_the_ascend_passage_first() {
     let s = Scratch::new();
+    let corpus = repo().join("corpus");
+    let q = "昇腾910B的算力";
     let run = s
-        .kbqa(
-            &repo().join("corpus"),
-            &["search", "昇腾910B的算力", "--json"],
-        )
+        .kbqa(&corpus, &["search", q, "--json", "--mode", "bm25"])
         .success();
     assert!(
         run.stderr.contains("building it now"),
@@ -34,20 +33,26 @@ fn search_json_ranks_the_ascend_passage_first() {
     assert!(results
         .iter()
         .any(|r| r["source"] == "article.md" && r["text"].as_str().unwrap().contains("280TFLOPS")));
-    // Second use: the index is fresh, nothing is rebuilt.
+    // Again: the index is fresh, nothing is rebuilt, the answer is the same.
     let again = s
-        .kbqa(
-            &repo().join("corpus"),
-            &["search", "昇腾910B的算力", "--json"],
-        )
+        .kbqa(&corpus, &["search", q, "--json", "--mode", "bm25"])
         .success();
     assert!(!again.stderr.contains("building"), "{}", again.stderr);
-    assert_eq!(again.json(), v, "same index, same query, same answer");
+    assert_eq!(again.json(), v);
+    // The default (hybrid) ranks it first too.
+    let hybrid = s.kbqa(&corpus, &["search", q, "--json"]).success().json();
+    assert!(
+        hybrid["results"][0]["text"]
+            .as_str()
+            .unwrap()
+            .contains("昇腾910B"),
+        "{hybrid}"
+    );
 }
 
 #[test]
 fn human_output_shows_rank_source_and_section() {
-    let s = Scratch::new();
+    let s = Scratch::with_shipped_index();
     let run = s
         .kbqa(&repo().join("corpus"), &["search", "数据并行", "-k", "3"])
         .success();
@@ -154,12 +159,11 @@ fn a_changed_corpus_is_detected_and_reindexed() {
 
 #[test]
 fn a_foreign_or_damaged_index_is_refused_and_rebuilt() {
-    let s = Scratch::new();
+    let s = Scratch::with_shipped_index();
     let corpus = repo().join("corpus");
-    s.kbqa(&corpus, &["index"]).success();
     let manifest = s.index_dir().join(s.current()).join("manifest.json");
     let text = std::fs::read_to_string(&manifest).unwrap();
-    std::fs::write(&manifest, text.replace("\"format\": 1", "\"format\": 99")).unwrap();
+    std::fs::write(&manifest, text.replace("\"format\": 2", "\"format\": 99")).unwrap();
     let run = s
         .kbqa(&corpus, &["--no-auto-index", "search", "RLHF"])
         .failure();
@@ -196,12 +200,16 @@ fn a_foreign_or_damaged_index_is_refused_and_rebuilt() {
 
 #[test]
 fn bad_queries_and_configs_get_clear_errors() {
-    let s = Scratch::new();
+    let s = Scratch::with_shipped_index();
     let corpus = repo().join("corpus");
     let run = s.kbqa(&corpus, &["search", "   "]).failure();
     assert!(run.stderr.contains("the query is empty"), "{}", run.stderr);
-    let run = s.kbqa(&corpus, &["search", "？！。"]).failure();
+    let run = s
+        .kbqa(&corpus, &["search", "？！。", "--mode", "bm25"])
+        .failure();
     assert!(run.stderr.contains("no searchable words"), "{}", run.stderr);
+    // Hybrid still embeds such a query; it just has no lexical part.
+    s.kbqa(&corpus, &["search", "？！。"]).success();
     let run = s
         .kbqa(&corpus, &["search", "GPU", "-k", "100000000", "--json"])
         .success();
@@ -239,4 +247,55 @@ fn bad_queries_and_configs_get_clear_errors() {
         run.stderr
     );
     assert!(run.stdout.starts_with("1. ["), "{}", run.stdout);
+}
+
+#[test]
+fn hybrid_search_shows_each_retrievers_rank() {
+    let s = Scratch::with_shipped_index();
+    let corpus = repo().join("corpus");
+    let run = s
+        .kbqa(
+            &corpus,
+            &[
+                "search",
+                "Why are GPUs used to train large models?",
+                "--json",
+            ],
+        )
+        .success();
+    let results = run.json()["results"].as_array().unwrap().clone();
+    assert_eq!(results.len(), 5);
+    assert!(results
+        .iter()
+        .all(|r| r["bm25_rank"].is_u64() || r["vector_rank"].is_u64()));
+    assert!(results
+        .iter()
+        .any(|r| r["bm25_rank"].is_u64() && r["vector_rank"].is_u64()));
+    let glossary = results
+        .iter()
+        .filter(|r| r["source"] == "glossary.toml")
+        .count();
+    assert!(glossary <= 2, "at most 2 glossary entries: {results:?}");
+    let scores: Vec<f64> = results
+        .iter()
+        .map(|r| r["score"].as_f64().unwrap())
+        .collect();
+    assert!(scores.windows(2).all(|w| w[0] >= w[1]), "{scores:?}");
+
+    let run = s
+        .kbqa(
+            &corpus,
+            &["search", "为什么要用GPU训练", "--mode", "vector", "--json"],
+        )
+        .success();
+    let top: Vec<String> = run.json()["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["text"].as_str().unwrap().to_string())
+        .collect();
+    assert!(
+        top.iter().any(|t| t.contains("计算单元多")),
+        "paraphrase found by meaning: {top:?}"
+    );
 }

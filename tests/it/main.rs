@@ -4,5 +4,7 @@
 mod cli;
 mod corpus;
 mod crash;
+mod embed;
 mod eval;
+mod models;
 mod util;

@@ -55,6 +55,14 @@ impl Scratch {
         cmd
     }
 
+    /// A scratch dir whose index is a copy of the shipped corpus's index
+    /// (built once per test binary: embedding the corpus takes a while).
+    pub fn with_shipped_index() -> Scratch {
+        let s = Scratch::new();
+        copy_dir(shipped_index(), &s.index_dir());
+        s
+    }
+
     /// The generation `CURRENT` names.
     pub fn current(&self) -> String {
         std::fs::read_to_string(self.index_dir().join("CURRENT")).unwrap_or_default()
@@ -103,4 +111,63 @@ impl Run {
         serde_json::from_str(&self.stdout)
             .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.stdout))
     }
+}
+
+/// kbqa's home for model files: `KBQA_HOME`, else the default cache.
+pub fn model_home() -> PathBuf {
+    std::env::var_os("KBQA_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| kbqa::Config::default().home)
+}
+
+/// The default embedder, fetched on first use and loaded once per test binary.
+pub fn e5() -> &'static kbqa::models::e5::E5 {
+    static MODEL: std::sync::OnceLock<kbqa::models::e5::E5> = std::sync::OnceLock::new();
+    MODEL.get_or_init(|| {
+        let path = kbqa::models::fetch::ensure(
+            &kbqa::models::fetch::E5_SMALL_Q4,
+            &model_home(),
+            "python3",
+            &mut |_| {},
+        )
+        .expect("fetch e5-small-q4");
+        kbqa::models::e5::E5::load(&path).expect("load e5")
+    })
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let target = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &target);
+        } else {
+            std::fs::copy(e.path(), target).unwrap();
+        }
+    }
+}
+
+/// An index of the shipped corpus with the default settings, built once.
+pub fn shipped_index() -> &'static Path {
+    static DIR: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let run = Command::new(env!("CARGO_BIN_EXE_kbqa"))
+            .args(["--corpus"])
+            .arg(repo().join("corpus"))
+            .arg("--index-dir")
+            .arg(dir.path())
+            .arg("index")
+            .env_remove("KBQA_TOKENIZER")
+            .output()
+            .unwrap();
+        assert!(
+            run.status.success(),
+            "{}",
+            String::from_utf8_lossy(&run.stderr)
+        );
+        dir
+    })
+    .path()
 }

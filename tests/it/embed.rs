@@ -1,0 +1,80 @@
+//! The candle E5 embedder against the reference C engine of the package the
+//! model comes from (fixture made by `tests/fixtures/e5/generate.sh`).
+
+use kbqa::models::e5::{cosine, Kind, E5};
+use serde::Deserialize;
+
+use crate::util::{e5, repo};
+
+#[derive(Deserialize)]
+struct Fixture {
+    model_sha256: String,
+    cases: Vec<Case>,
+}
+
+#[derive(Deserialize)]
+struct Case {
+    text: String,
+    ids: Vec<u32>,
+    vector: Vec<f32>,
+}
+
+fn fixture() -> Fixture {
+    let text = std::fs::read_to_string(repo().join("tests/fixtures/e5/reference.json")).unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+#[test]
+fn token_ids_and_vectors_match_the_reference_engine() {
+    let f = fixture();
+    assert_eq!(f.model_sha256, kbqa::models::fetch::E5_SMALL_Q4.sha256);
+    assert!(f.cases.len() >= 30);
+    let model: &E5 = e5();
+    let (bos, eos) = model.specials();
+    let mut worst = (1.0f32, String::new());
+    for case in &f.cases {
+        let content = model.encode(&case.text).unwrap();
+        let mut ids = vec![bos];
+        ids.extend(&content);
+        ids.push(eos);
+        assert_eq!(ids, case.ids, "token ids differ for {:?}", case.text);
+        let v = model.embed_ids(&content).unwrap();
+        let c = cosine(&v, &case.vector);
+        if c < worst.0 {
+            worst = (c, case.text.chars().take(40).collect());
+        }
+        assert!(c >= 0.99, "cosine {c} for {:?}", case.text);
+        let norm: f32 = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+        assert!((norm - 1.0).abs() < 1e-4, "not unit length: {norm}");
+    }
+    eprintln!("worst cosine {:.5} for {:?}", worst.0, worst.1);
+}
+
+#[test]
+fn prefixes_are_the_e5_ones() {
+    let model = e5();
+    assert_eq!(
+        model.token_ids("什么是RLHF？", Kind::Query).unwrap(),
+        model.encode("query: 什么是RLHF？").unwrap()
+    );
+    assert_eq!(
+        model.token_ids("x", Kind::Passage).unwrap(),
+        model.encode("passage: x").unwrap()
+    );
+}
+
+#[test]
+fn related_texts_are_closer_than_unrelated_ones() {
+    let model = e5();
+    let q = model.embed("为什么要用GPU训练大模型", Kind::Query).unwrap();
+    let near = model
+        .embed(
+            "GPU相较CPU显著的特点就是,计算单元多、逻辑简单",
+            Kind::Passage,
+        )
+        .unwrap();
+    let far = model
+        .embed("澳大利亚的首都是堪培拉。", Kind::Passage)
+        .unwrap();
+    assert!(cosine(&q, &near) > cosine(&q, &far) + 0.02);
+}
