@@ -24,6 +24,7 @@ fn peak_rss_mb() -> f64 {
 
 fn main() {
     // `cargo bench` passes `--bench`; ignore arguments.
+    kbqa::models::init_threads(0);
     let home = std::env::var_os("KBQA_HOME")
         .map(Into::into)
         .unwrap_or_else(|| kbqa::Config::default().home);
@@ -46,6 +47,18 @@ fn main() {
         .collect();
     times.sort_by(f64::total_cmp);
     let tokens = e.model().token_ids(query, Kind::Query).unwrap().len() + 2;
+    let t = Instant::now();
+    for _ in 0..50 {
+        e.model().token_ids(query, Kind::Query).unwrap();
+    }
+    let tokenize_ms = t.elapsed().as_secs_f64() * 1e3 / 50.0;
+    let ids = e.model().token_ids(query, Kind::Query).unwrap();
+    let t = Instant::now();
+    for _ in 0..50 {
+        e.model().embed_ids(&ids).unwrap();
+    }
+    let forward_ms = t.elapsed().as_secs_f64() * 1e3 / 50.0;
+    println!("kbqa e5: query tokenize {tokenize_ms:.3} ms, forward {forward_ms:.2} ms (means)");
 
     let article =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/corpus/article.md")).unwrap();

@@ -35,6 +35,8 @@ pub struct Config {
     pub home: PathBuf,
     /// The Python used to run pip when fetching models.
     pub python: String,
+    /// Threads for inference (0: one per available core).
+    pub threads: usize,
     /// Which models to use.
     pub models: ModelsConfig,
     /// The HNSW vector index.
@@ -68,7 +70,8 @@ pub struct VectorConfig {
     pub ef_construction: usize,
     /// Candidate list size while searching (query time only).
     pub ef_search: usize,
-    /// Below this many chunks, search exactly (brute force) instead of HNSW.
+    /// Below this many chunks, search exactly (brute force) instead of HNSW:
+    /// as fast at that size, and never approximate.
     pub exact_below: usize,
 }
 
@@ -77,8 +80,8 @@ impl Default for VectorConfig {
         VectorConfig {
             m: 16,
             ef_construction: 200,
-            ef_search: 64,
-            exact_below: 0,
+            ef_search: 128,
+            exact_below: 2000,
         }
     }
 }
@@ -125,6 +128,7 @@ impl Default for Config {
             search: SearchConfig::default(),
             home: default_home(),
             python: "python3".to_string(),
+            threads: 0,
             models: ModelsConfig::default(),
             vector: VectorConfig::default(),
         }
@@ -211,6 +215,7 @@ impl Config {
                 }
                 "HOME" => self.home = PathBuf::from(&value),
                 "PYTHON" => self.python = value.clone(),
+                "THREADS" => self.threads = value.parse().map_err(|_| bad("expected a number"))?,
                 "EMBEDDING_MODEL" => self.models.embedding = value.clone(),
                 "K" => self.search.k = value.parse().map_err(|_| bad("expected a number"))?,
                 "MAX_GLOSSARY_HITS" => {

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 
-use crate::config::{Config, SearchConfig};
+use crate::config::{Config, SearchConfig, VectorConfig};
 use crate::corpus::Corpus;
 use crate::embed::{E5Embedder, Embedder};
 use crate::error::{Error, Result};
@@ -69,7 +69,7 @@ fn embedding_model(
 pub struct Kb {
     generation: Generation,
     search: SearchConfig,
-    ef_search: usize,
+    vector: VectorConfig,
     model_path: Option<PathBuf>,
     embedder: OnceLock<std::result::Result<Arc<dyn Embedder>, String>>,
 }
@@ -88,7 +88,7 @@ impl Kb {
         Kb {
             generation,
             search: config.search.clone(),
-            ef_search: config.vector.ef_search,
+            vector: config.vector.clone(),
             model_path,
             embedder: cell,
         }
@@ -231,7 +231,7 @@ impl Kb {
             k,
             mode,
             &self.search,
-            self.ef_search,
+            &self.vector,
         )
     }
 

@@ -129,6 +129,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     if cli.global.no_auto_index {
         config.auto_index = false;
     }
+    kbqa::models::init_threads(config.threads);
     match cli.command {
         Command::Index {
             rebuild,

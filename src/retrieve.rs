@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use serde::{Deserialize, Serialize};
 
 use crate::chunk::ChunkKind;
-use crate::config::SearchConfig;
+use crate::config::{SearchConfig, VectorConfig};
 use crate::error::{Error, Result};
 use crate::index::Generation;
 
@@ -109,7 +109,7 @@ pub fn search(
     k: usize,
     mode: SearchMode,
     config: &SearchConfig,
-    ef_search: usize,
+    vector_config: &VectorConfig,
 ) -> Result<Vec<SearchHit>> {
     check_query(query, k)?;
     let query = query.trim();
@@ -128,7 +128,7 @@ pub fn search(
             depth,
             mode,
             config,
-            ef_search,
+            vector_config,
         )?;
         let passages = ranked
             .iter()
@@ -179,7 +179,7 @@ fn rank(
     depth: usize,
     mode: SearchMode,
     config: &SearchConfig,
-    ef_search: usize,
+    vector_config: &VectorConfig,
 ) -> Result<Vec<Ranked>> {
     let bm25 = || generation.bm25.search(query, depth, config.expand_queries);
     let vector = || -> Result<Vec<(usize, f32)>> {
@@ -190,7 +190,12 @@ fn rank(
             )
         })?;
         let q = query_vector.ok_or_else(|| Error::Model("no query embedding was given".into()))?;
-        Ok(index.search(q, depth, ef_search))
+        // Small indexes are searched exactly: as fast, and never approximate.
+        Ok(if index.len() < vector_config.exact_below {
+            index.search_exact(q, depth)
+        } else {
+            index.search(q, depth, vector_config.ef_search)
+        })
     };
     let single = |hits: Vec<(usize, f32)>, is_bm25: bool| -> Vec<Ranked> {
         hits.into_iter()

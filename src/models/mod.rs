@@ -4,4 +4,23 @@
 
 pub mod e5;
 pub mod fetch;
+pub mod q4;
 pub mod xlmr_tokenizer;
+
+/// Sets how many threads inference uses (0: one per available core).
+///
+/// candle sizes its thread use from `RAYON_NUM_THREADS`, and otherwise from
+/// the *physical* core count, which on a 2-vCPU VM is 1. Call this once at
+/// start-up, before any inference; an explicit `RAYON_NUM_THREADS` wins.
+pub fn init_threads(threads: usize) {
+    if std::env::var_os("RAYON_NUM_THREADS").is_some() {
+        return;
+    }
+    let n = if threads > 0 {
+        threads
+    } else {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    };
+    // Safe here: called at start-up, before other threads read the environment.
+    unsafe { std::env::set_var("RAYON_NUM_THREADS", n.to_string()) };
+}

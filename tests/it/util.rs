@@ -124,6 +124,7 @@ pub fn model_home() -> PathBuf {
 pub fn e5() -> &'static kbqa::models::e5::E5 {
     static MODEL: std::sync::OnceLock<kbqa::models::e5::E5> = std::sync::OnceLock::new();
     MODEL.get_or_init(|| {
+        kbqa::models::init_threads(0);
         let path = kbqa::models::fetch::ensure(
             &kbqa::models::fetch::E5_SMALL_Q4,
             &model_home(),
