@@ -46,10 +46,21 @@ impl Embedder for E5Embedder {
     }
 
     fn embed_passages(&self, texts: &[&str], progress: &mut dyn FnMut(usize)) -> Result<Vec<f32>> {
+        use rayon::prelude::*;
         let mut out = Vec::with_capacity(texts.len() * self.dim());
-        for (i, t) in texts.iter().enumerate() {
-            out.extend(self.model.embed(t, Kind::Passage)?);
-            progress(i + 1);
+        let mut done = 0;
+        // Passages run concurrently (each also splits its matmuls over the
+        // pool): the encoder's many small single-threaded ops then overlap.
+        for group in texts.chunks(16) {
+            let vectors: Vec<Vec<f32>> = group
+                .par_iter()
+                .map(|t| self.model.embed(t, Kind::Passage))
+                .collect::<Result<_>>()?;
+            for v in vectors {
+                out.extend(v);
+            }
+            done += group.len();
+            progress(done);
         }
         Ok(out)
     }

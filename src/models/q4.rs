@@ -17,6 +17,9 @@ const QK: usize = 32;
 const BLOCK: usize = 18;
 /// Output rows computed together (each activation block is loaded once for them).
 const GROUP: usize = 8;
+/// Tokens processed per pass over the weights (their int8 activations,
+/// up to 64 × 1536 bytes, stay in L2 while all weight groups pass).
+const TILE_TOKENS: usize = 64;
 
 /// A `[rows, cols]` Q4_0 matrix (PyTorch `Linear` layout) and its bias.
 pub struct Q4Linear {
@@ -24,9 +27,15 @@ pub struct Q4Linear {
     cols: usize,
     /// Unpacked nibbles, 0..=15, row-major.
     weights: Vec<u8>,
-    /// One scale per 32-weight block, row-major.
+    /// One scale per 32-weight block, laid out `[row group][block][8 rows]`
+    /// (the last group zero-padded), so a block's 8 row scales are one load.
     scales: Vec<f32>,
     bias: Vec<f32>,
+}
+
+/// Where row `o`'s scale for block `b` lives.
+fn scale_index(nb: usize, o: usize, b: usize) -> usize {
+    ((o / GROUP) * nb + b) * GROUP + o % GROUP
 }
 
 /// Activations quantised per 32-block.
@@ -72,21 +81,26 @@ fn quantise(x: &[f32], t: usize, cols: usize) -> Quantised {
 impl Q4Linear {
     /// Unpacks Q4_0 bytes of a `[rows, cols]` matrix.
     pub fn new(rows: usize, cols: usize, blocks: &[u8], bias: Vec<f32>) -> Result<Self, String> {
-        if !cols.is_multiple_of(QK) || blocks.len() != rows * cols / QK * BLOCK || bias.len() != rows {
+        if !cols.is_multiple_of(QK)
+            || blocks.len() != rows * cols / QK * BLOCK
+            || bias.len() != rows
+        {
             return Err(format!(
                 "bad Q4_0 matrix: {rows}x{cols}, {} bytes, {} biases",
                 blocks.len(),
                 bias.len()
             ));
         }
+        let nb = cols / QK;
         let mut weights = vec![0u8; rows * cols];
-        let mut scales = vec![0f32; rows * cols / QK];
-        for ((b, w), s) in blocks
+        let mut scales = vec![0f32; rows.div_ceil(GROUP) * GROUP * nb];
+        for (i, (b, w)) in blocks
             .chunks_exact(BLOCK)
             .zip(weights.chunks_exact_mut(QK))
-            .zip(scales.iter_mut())
+            .enumerate()
         {
-            *s = half::f16::from_le_bytes([b[0], b[1]]).to_f32();
+            scales[scale_index(nb, i / nb, i % nb)] =
+                half::f16::from_le_bytes([b[0], b[1]]).to_f32();
             for j in 0..16 {
                 w[j] = b[2 + j] & 0x0F;
                 w[j + 16] = b[2 + j] >> 4;
@@ -136,7 +150,9 @@ impl Q4Linear {
                         .map(|(&w, &q)| i32::from(w) * i32::from(q))
                         .sum();
                     let s = a.sum[ti * nb + b];
-                    acc += self.scales[o * nb + b] * a.scale[ti * nb + b] * (dot - 8 * s) as f32;
+                    acc += self.scales[scale_index(nb, o, b)]
+                        * a.scale[ti * nb + b]
+                        * (dot - 8 * s) as f32;
                 }
                 out[ti * GROUP + r] = acc + self.bias[o];
             }
@@ -157,25 +173,37 @@ impl Q4Linear {
             _mm_cvtss_f32(_mm_add_ss(s, _mm_shuffle_ps(s, s, 1)))
         };
         // Two tokens at a time: each weight vector loaded once serves both.
+        let mut sc0 = [0f32; GROUP];
+        let mut sc1 = [0f32; GROUP];
         let mut ti = 0;
         while ti < t {
             let pair = ti + 1 < t;
             let t1 = if pair { ti + 1 } else { ti };
             let mut acc0 = [_mm256_setzero_ps(); GROUP];
             let mut acc1 = [_mm256_setzero_ps(); GROUP];
-            let mut corr0 = [0f32; GROUP];
-            let mut corr1 = [0f32; GROUP];
+            let mut corr0 = _mm256_setzero_ps();
+            let mut corr1 = _mm256_setzero_ps();
             for b in 0..nb {
-                // Safety: offsets are within `a.q` and `self.weights` (lengths
-                // checked at construction and in `cpu_fwd`).
+                // Safety: offsets are within `a.q`, `self.weights` and
+                // `self.scales` (lengths checked at construction; a full group).
                 let av0 = unsafe {
                     _mm256_loadu_si256(a.q.as_ptr().add(ti * self.cols + b * QK) as *const __m256i)
                 };
                 let av1 = unsafe {
                     _mm256_loadu_si256(a.q.as_ptr().add(t1 * self.cols + b * QK) as *const __m256i)
                 };
-                let (d0, d1) = (a.scale[ti * nb + b], a.scale[t1 * nb + b]);
-                let (s0, s1) = (a.sum[ti * nb + b] as f32, a.sum[t1 * nb + b] as f32);
+                // The 8 rows' scales times each token's block scale, and the
+                // nibble-offset corrections, as vectors over the rows.
+                let sw =
+                    unsafe { _mm256_loadu_ps(self.scales.as_ptr().add(scale_index(nb, o0, b))) };
+                let s0 = _mm256_mul_ps(sw, _mm256_set1_ps(a.scale[ti * nb + b]));
+                let s1 = _mm256_mul_ps(sw, _mm256_set1_ps(a.scale[t1 * nb + b]));
+                corr0 = _mm256_fmadd_ps(s0, _mm256_set1_ps(a.sum[ti * nb + b] as f32), corr0);
+                corr1 = _mm256_fmadd_ps(s1, _mm256_set1_ps(a.sum[t1 * nb + b] as f32), corr1);
+                unsafe {
+                    _mm256_storeu_ps(sc0.as_mut_ptr(), s0);
+                    _mm256_storeu_ps(sc1.as_mut_ptr(), s1);
+                }
                 for r in 0..ro {
                     let o = o0 + r;
                     let wv = unsafe {
@@ -183,25 +211,57 @@ impl Q4Linear {
                             self.weights.as_ptr().add(o * self.cols + b * QK) as *const __m256i
                         )
                     };
-                    let dw = unsafe { *self.scales.get_unchecked(o * nb + b) };
-                    let dot0 = _mm256_madd_epi16(_mm256_maddubs_epi16(wv, av0), ones);
-                    let dot1 = _mm256_madd_epi16(_mm256_maddubs_epi16(wv, av1), ones);
-                    acc0[r] =
-                        _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot0), _mm256_set1_ps(dw * d0), acc0[r]);
-                    acc1[r] =
-                        _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot1), _mm256_set1_ps(dw * d1), acc1[r]);
-                    corr0[r] += dw * d0 * s0;
-                    corr1[r] += dw * d1 * s1;
+                    let dot0 = dot_u8_i8(wv, av0, ones);
+                    let dot1 = dot_u8_i8(wv, av1, ones);
+                    acc0[r] = _mm256_fmadd_ps(
+                        _mm256_cvtepi32_ps(dot0),
+                        _mm256_broadcast_ss(&sc0[r]),
+                        acc0[r],
+                    );
+                    acc1[r] = _mm256_fmadd_ps(
+                        _mm256_cvtepi32_ps(dot1),
+                        _mm256_broadcast_ss(&sc1[r]),
+                        acc1[r],
+                    );
                 }
             }
+            let (mut c0, mut c1) = ([0f32; GROUP], [0f32; GROUP]);
+            unsafe {
+                _mm256_storeu_ps(c0.as_mut_ptr(), corr0);
+                _mm256_storeu_ps(c1.as_mut_ptr(), corr1);
+            }
             for r in 0..ro {
-                out[ti * GROUP + r] = hsum(acc0[r]) - 8.0 * corr0[r] + self.bias[o0 + r];
+                out[ti * GROUP + r] = hsum(acc0[r]) - 8.0 * c0[r] + self.bias[o0 + r];
                 if pair {
-                    out[t1 * GROUP + r] = hsum(acc1[r]) - 8.0 * corr1[r] + self.bias[o0 + r];
+                    out[t1 * GROUP + r] = hsum(acc1[r]) - 8.0 * c1[r] + self.bias[o0 + r];
                 }
             }
             ti += 2;
         }
+    }
+}
+
+/// Eight i32 sums of four u8×i8 products each: one VNNI instruction where
+/// the build targets it (e.g. `target-cpu=native` on AVX-512 VNNI CPUs),
+/// else AVX2's `maddubs` then `madd` (no overflow: |15·(−128)·2| < 2¹⁵).
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn dot_u8_i8(
+    w: std::arch::x86_64::__m256i,
+    a: std::arch::x86_64::__m256i,
+    ones: std::arch::x86_64::__m256i,
+) -> std::arch::x86_64::__m256i {
+    use std::arch::x86_64::*;
+    #[cfg(all(target_feature = "avx512vnni", target_feature = "avx512vl"))]
+    {
+        let _ = ones;
+        // Safety: the build enables these features for the whole crate.
+        unsafe { _mm256_dpbusd_epi32(_mm256_setzero_si256(), w, a) }
+    }
+    #[cfg(not(all(target_feature = "avx512vnni", target_feature = "avx512vl")))]
+    // Safety: only called from `group_avx2`, which requires AVX2.
+    unsafe {
+        _mm256_madd_epi16(_mm256_maddubs_epi16(w, a), ones)
     }
 }
 
@@ -225,18 +285,28 @@ impl CustomOp1 for Q4Linear {
         if cols != self.cols {
             candle_core::bail!("q4_0-linear: input width {cols}, weights {}", self.cols);
         }
-        let a = quantise(&data[start..end], t, cols);
+        let x = &data[start..end];
         let groups = self.rows.div_ceil(GROUP);
-        let mut grouped = vec![0f32; groups * t * GROUP];
-        grouped
-            .par_chunks_mut(t * GROUP)
-            .enumerate()
-            .for_each(|(g, chunk)| self.group(&a, t, g * GROUP, chunk));
         let mut out = vec![0f32; t * self.rows];
-        for (g, chunk) in grouped.chunks_exact(t * GROUP).enumerate() {
-            let ro = GROUP.min(self.rows - g * GROUP);
-            for ti in 0..t {
-                out[ti * self.rows + g * GROUP..][..ro].copy_from_slice(&chunk[ti * GROUP..][..ro]);
+        // Tokens in tiles whose quantised activations stay in cache while
+        // every group of weight rows passes over them.
+        for (tile, out_tile) in x
+            .chunks(TILE_TOKENS * cols)
+            .zip(out.chunks_mut(TILE_TOKENS * self.rows))
+        {
+            let tt = tile.len() / cols;
+            let a = quantise(tile, tt, cols);
+            let mut grouped = vec![0f32; groups * tt * GROUP];
+            grouped
+                .par_chunks_mut(tt * GROUP)
+                .enumerate()
+                .for_each(|(g, chunk)| self.group(&a, tt, g * GROUP, chunk));
+            for (g, chunk) in grouped.chunks_exact(tt * GROUP).enumerate() {
+                let ro = GROUP.min(self.rows - g * GROUP);
+                for ti in 0..tt {
+                    out_tile[ti * self.rows + g * GROUP..][..ro]
+                        .copy_from_slice(&chunk[ti * GROUP..][..ro]);
+                }
             }
         }
         Ok((CpuStorage::F32(out), Shape::from((t, self.rows))))

@@ -78,3 +78,25 @@ fn related_texts_are_closer_than_unrelated_ones() {
         .unwrap();
     assert!(cosine(&q, &near) > cosine(&q, &far) + 0.02);
 }
+
+#[test]
+fn a_batch_gives_the_same_vectors_as_one_at_a_time() {
+    let model = e5();
+    let long = "大模型训练需要大量的GPU。".repeat(120); // > 510 tokens: two windows
+    let texts = [
+        "什么是RLHF？",
+        "",
+        long.as_str(),
+        "EFLOPS means 10^18 FLOPS.",
+    ];
+    let ids: Vec<Vec<u32>> = texts
+        .iter()
+        .map(|t| model.token_ids(t, Kind::Passage).unwrap())
+        .collect();
+    let refs: Vec<&[u32]> = ids.iter().map(Vec::as_slice).collect();
+    let batch = model.embed_ids_batch(&refs).unwrap();
+    for (one, many) in refs.iter().zip(&batch) {
+        let single = model.embed_ids(one).unwrap();
+        assert!(cosine(&single, many) > 0.99999, "{}", cosine(&single, many));
+    }
+}
