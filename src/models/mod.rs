@@ -4,6 +4,7 @@
 
 pub mod e5;
 pub mod fetch;
+pub mod gguf_tokenizer;
 pub mod q4;
 pub mod xlmr_tokenizer;
 

@@ -6,5 +6,6 @@ mod corpus;
 mod crash;
 mod embed;
 mod eval;
+mod gguf;
 mod models;
 mod util;
