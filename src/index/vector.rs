@@ -186,7 +186,11 @@ impl VectorIndex {
         }
         let dim = u64::from_le_bytes(bytes[8..16].try_into().expect("8")) as usize;
         let n = u64::from_le_bytes(bytes[16..24].try_into().expect("8")) as usize;
-        if dim != manifest.dim || n != manifest.count || bytes.len() != 24 + n * dim * 4 {
+        let expected = n
+            .checked_mul(dim)
+            .and_then(|x| x.checked_mul(4))
+            .and_then(|x| x.checked_add(24));
+        if dim == 0 || dim != manifest.dim || n != manifest.count || Some(bytes.len()) != expected {
             return Err(corrupt("its size does not match the manifest"));
         }
         let vectors: Vec<f32> = bytes[24..]
@@ -271,9 +275,10 @@ pub fn exact_top_k(vectors: &[f32], dim: usize, query: &[f32], k: usize) -> Vec<
     if k == 0 {
         return Vec::new();
     }
-    scored.select_nth_unstable_by(k - 1, |a, b| b.1.total_cmp(&a.1));
+    let order = |a: &(usize, f32), b: &(usize, f32)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
+    scored.select_nth_unstable_by(k - 1, order);
     scored.truncate(k);
-    scored.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    scored.sort_by(order);
     scored
 }
 

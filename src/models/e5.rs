@@ -201,6 +201,16 @@ impl E5 {
             },
         };
         let qk = c.usize()?;
+        let sane = |v: usize, lo: usize, hi: usize| (lo..=hi).contains(&v);
+        if !(sane(config.hidden, 1, 8192)
+            && sane(config.layers, 1, 256)
+            && sane(config.heads, 1, 256)
+            && sane(config.ffn, 1, 65536)
+            && sane(config.vocab, 4, 4_000_000)
+            && sane(config.max_positions, 3, 65536))
+        {
+            return Err(format!("implausible hyper-parameters {config:?}"));
+        }
         if qk != QK
             || !config.hidden.is_multiple_of(QK)
             || !config.ffn.is_multiple_of(QK)
@@ -223,6 +233,12 @@ impl E5 {
             .map(|_| c.f32())
             .collect::<std::result::Result<_, _>>()?;
         let blob = c.take(blob_len)?;
+        if n > config.vocab || [bos, eos, unk].iter().any(|&id| id as usize >= n) {
+            return Err(format!(
+                "vocabulary of {n} pieces (special ids {bos}, {eos}, {unk}) does not fit the {}-row embedding table",
+                config.vocab
+            ));
+        }
         let mut pieces = Vec::with_capacity(n);
         for i in 0..n {
             let (a, b) = (offsets[i], offsets[i + 1]);
@@ -236,7 +252,7 @@ impl E5 {
             bytes: c.take(norm_bytes)?,
             at: 0,
         };
-        let mut records = Vec::with_capacity(n_norm);
+        let mut records = Vec::new();
         for _ in 0..n_norm {
             let cp = nc.u32()?;
             let nout = nc.u8()?;
@@ -337,7 +353,7 @@ impl E5 {
         let pos = f32s("emb.pos", config.max_positions * h)?;
         let token_type = f32s("emb.type", 2 * h)?[..h].to_vec();
         let emb_ln = (vector("emb.ln.w", h)?, vector("emb.ln.b", h)?);
-        let mut layers = Vec::with_capacity(config.layers);
+        let mut layers = Vec::new();
         for l in 0..config.layers {
             let n = |s: &str| format!("l{l}.{s}");
             layers.push(Layer {

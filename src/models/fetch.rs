@@ -280,7 +280,22 @@ pub fn fetch(
     events: &mut dyn FnMut(FetchEvent),
 ) -> Result<PathBuf> {
     fs::create_dir_all(dir).at(dir)?;
-    let work = dir.join(format!(".tmp-{}-{}", spec.name, std::process::id()));
+    // Leftovers of killed fetches can be large: remove those whose process
+    // is gone (a concurrent fetch by a live process keeps its folder).
+    let prefix = format!(".tmp-{}-", spec.name);
+    if let Ok(entries) = fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let Some(pid) = name.strip_prefix(&prefix) else {
+                continue;
+            };
+            let alive = Path::new("/proc").join(pid).exists() || !Path::new("/proc/self").exists();
+            if !alive {
+                let _ = fs::remove_dir_all(e.path());
+            }
+        }
+    }
+    let work = dir.join(format!("{prefix}{}", std::process::id()));
     let _ = fs::remove_dir_all(&work);
     fs::create_dir(&work).at(&work)?;
     let result = fetch_into(spec, dir, &work, python, events);

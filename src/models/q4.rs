@@ -81,7 +81,9 @@ fn quantise(x: &[f32], t: usize, cols: usize) -> Quantised {
 impl Q4Linear {
     /// Unpacks Q4_0 bytes of a `[rows, cols]` matrix.
     pub fn new(rows: usize, cols: usize, blocks: &[u8], bias: Vec<f32>) -> Result<Self, String> {
-        if !cols.is_multiple_of(QK)
+        if rows == 0
+            || cols == 0
+            || !cols.is_multiple_of(QK)
             || blocks.len() != rows * cols / QK * BLOCK
             || bias.len() != rows
         {

@@ -100,3 +100,37 @@ fn a_batch_gives_the_same_vectors_as_one_at_a_time() {
         assert!(cosine(&single, many) > 0.99999, "{}", cosine(&single, many));
     }
 }
+
+#[test]
+fn a_malformed_model_file_is_an_error_not_a_panic() {
+    e5();
+    let path = kbqa::models::fetch::models_dir(&crate::util::model_home())
+        .join(kbqa::models::fetch::E5_SMALL_Q4.file_name);
+    let good = std::fs::read(path).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("truncated", good[..good.len() / 3].to_vec()),
+        ("hidden size 0", {
+            let mut b = good.clone();
+            b[8..12].copy_from_slice(&0i32.to_le_bytes());
+            b
+        }),
+        ("huge layer count", {
+            let mut b = good.clone();
+            b[12..16].copy_from_slice(&i32::MAX.to_le_bytes());
+            b
+        }),
+        ("not a model", b"GGUF and then nothing".to_vec()),
+    ];
+    for (what, bytes) in cases {
+        let p = dir.path().join("model.bin");
+        std::fs::write(&p, bytes).unwrap();
+        let err = E5::load(&p)
+            .err()
+            .unwrap_or_else(|| panic!("{what}: loaded"));
+        assert!(
+            err.to_string().contains("is not a usable E5S1"),
+            "{what}: {err}"
+        );
+    }
+}
