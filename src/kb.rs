@@ -64,6 +64,53 @@ fn embedding_model(
     }))
 }
 
+/// What an index for `config` is built from: the corpus, the embedding
+/// model, and the settings a live generation must match.
+struct Inputs {
+    corpus: Corpus,
+    model: Option<ModelChoice>,
+    settings: IndexSettings,
+}
+
+impl Inputs {
+    fn load(config: &Config, events: &mut dyn FnMut(OpenEvent)) -> Result<Inputs> {
+        let corpus = Corpus::load(&config.corpus, config.skip_bad)?;
+        let model = embedding_model(config, events)?;
+        let settings = IndexSettings::from_config(
+            config,
+            model.as_ref().map(|m| (m.name.clone(), m.sha256.clone())),
+        );
+        Ok(Inputs {
+            corpus,
+            model,
+            settings,
+        })
+    }
+
+    /// Builds a new generation; returns its manifest and the embedder it
+    /// loaded (reused for queries).
+    fn build(
+        &self,
+        config: &Config,
+        events: &mut dyn FnMut(OpenEvent),
+    ) -> Result<(Manifest, Option<Arc<dyn Embedder>>)> {
+        let embedder = match &self.model {
+            Some(m) => Some(Arc::new(E5Embedder::load(&m.path)?) as Arc<dyn Embedder>),
+            None => None,
+        };
+        let manifest = index::build(
+            &config.index_dir,
+            &config.corpus,
+            &self.corpus,
+            &self.settings,
+            embedder.as_deref(),
+            &config.vector,
+            &mut |e| events(OpenEvent::Build(e)),
+        )?;
+        Ok((manifest, embedder))
+    }
+}
+
 /// An open knowledge base: one immutable index generation, and the query
 /// embedder it needs (loaded on the first vector search).
 pub struct Kb {
@@ -122,17 +169,14 @@ impl Kb {
             }
             return Ok(Kb::new(generation, config, model.map(|m| m.path), None));
         }
-        let corpus = Corpus::load(&config.corpus, config.skip_bad)?;
-        let model = embedding_model(config, events)?;
-        let settings = IndexSettings::from_config(
-            config,
-            model.as_ref().map(|m| (m.name.clone(), m.sha256.clone())),
-        );
+        let inputs = Inputs::load(config, events)?;
+        let model_path = inputs.model.as_ref().map(|m| m.path.clone());
         let reason = match index::open(&config.index_dir) {
-            Ok(generation) => match generation.manifest.freshness(&corpus, &settings) {
-                Freshness::Fresh => {
-                    return Ok(Kb::new(generation, config, model.map(|m| m.path), None))
-                }
+            Ok(generation) => match generation
+                .manifest
+                .freshness(&inputs.corpus, &inputs.settings)
+            {
+                Freshness::Fresh => return Ok(Kb::new(generation, config, model_path, None)),
                 Freshness::Stale(reason) => format!("the index is out of date: {reason}"),
             },
             Err(Error::NoIndex(_)) => "there is no index yet".to_string(),
@@ -148,21 +192,9 @@ impl Kb {
             });
         }
         events(OpenEvent::Rebuilding(reason));
-        let embedder = match &model {
-            Some(m) => Some(Arc::new(E5Embedder::load(&m.path)?) as Arc<dyn Embedder>),
-            None => None,
-        };
-        index::build(
-            &config.index_dir,
-            &config.corpus,
-            &corpus,
-            &settings,
-            embedder.as_deref(),
-            &config.vector,
-            &mut |e| events(OpenEvent::Build(e)),
-        )?;
+        let (_, embedder) = inputs.build(config, events)?;
         let generation = index::open(&config.index_dir)?;
-        Ok(Kb::new(generation, config, model.map(|m| m.path), embedder))
+        Ok(Kb::new(generation, config, model_path, embedder))
     }
 
     /// `kbqa index`: builds a new generation unless the live one already
@@ -172,34 +204,17 @@ impl Kb {
         rebuild: bool,
         events: &mut dyn FnMut(OpenEvent),
     ) -> Result<IndexOutcome> {
-        let corpus = Corpus::load(&config.corpus, config.skip_bad)?;
-        let model = embedding_model(config, events)?;
-        let settings = IndexSettings::from_config(
-            config,
-            model.as_ref().map(|m| (m.name.clone(), m.sha256.clone())),
-        );
+        let inputs = Inputs::load(config, events)?;
         if !rebuild {
             // Open it whole: a damaged generation is not "up to date".
             if let Ok(g) = index::open(&config.index_dir) {
-                if g.manifest.freshness(&corpus, &settings) == Freshness::Fresh {
+                if g.manifest.freshness(&inputs.corpus, &inputs.settings) == Freshness::Fresh {
                     return Ok(IndexOutcome::UpToDate(Box::new(g.manifest)));
                 }
             }
         }
-        let embedder = match &model {
-            Some(m) => Some(E5Embedder::load(&m.path)?),
-            None => None,
-        };
-        let m = index::build(
-            &config.index_dir,
-            &config.corpus,
-            &corpus,
-            &settings,
-            embedder.as_ref().map(|e| e as &dyn Embedder),
-            &config.vector,
-            &mut |e| events(OpenEvent::Build(e)),
-        )?;
-        Ok(IndexOutcome::Built(Box::new(m)))
+        let (manifest, _) = inputs.build(config, events)?;
+        Ok(IndexOutcome::Built(Box::new(manifest)))
     }
 
     /// The query embedder, loaded on first use.

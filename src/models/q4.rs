@@ -362,21 +362,16 @@ mod tests {
                 .broadcast_add(&b)
                 .unwrap();
             let got = q.forward(&x).unwrap();
-            let scale = want
-                .abs()
-                .unwrap()
-                .max_all()
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap();
-            let diff = (want - &got)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .max_all()
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap();
+            let max_abs = |t: &Tensor| -> f32 {
+                t.abs()
+                    .unwrap()
+                    .max_all()
+                    .unwrap()
+                    .to_scalar::<f32>()
+                    .unwrap()
+            };
+            let scale = max_abs(&want);
+            let diff = max_abs(&(want - &got).unwrap());
             assert!(
                 diff <= 0.01 * scale,
                 "t = {t}: max diff {diff} (scale {scale})"
