@@ -389,7 +389,7 @@ fn is_closer(c: char) -> bool {
 }
 
 /// Sentence spans covering `[start, end)` exactly (trailing space included).
-fn sentences(text: &str, start: usize, end: usize) -> Vec<(usize, usize)> {
+pub(crate) fn sentences(text: &str, start: usize, end: usize) -> Vec<(usize, usize)> {
     let s = &text[start..end];
     let mut out = Vec::new();
     let mut sent_start = 0;

@@ -41,6 +41,48 @@ pub struct Config {
     pub models: ModelsConfig,
     /// The HNSW vector index.
     pub vector: VectorConfig,
+    /// Answer generation.
+    pub answer: AnswerConfig,
+}
+
+/// How answers are generated.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AnswerConfig {
+    /// Passages given to the model.
+    pub k: usize,
+    /// Most tokens in an answer.
+    pub max_new_tokens: usize,
+    /// Most prompt tokens; passages are trimmed to fit.
+    pub max_prompt_tokens: usize,
+    /// Positions per conversation (KV cache size).
+    pub context: usize,
+    /// 0 = greedy (deterministic).
+    pub temperature: f32,
+    /// Nucleus sampling mass.
+    pub top_p: f32,
+    /// Sampling seed.
+    pub seed: u64,
+    /// The prompt variant.
+    pub prompt: crate::answer::PromptStyle,
+    /// Refuse when the model's probability of `NOT_IN_KB` reaches this.
+    pub refusal_threshold: f32,
+}
+
+impl Default for AnswerConfig {
+    fn default() -> Self {
+        AnswerConfig {
+            k: 5,
+            max_new_tokens: 200,
+            max_prompt_tokens: 1100,
+            context: 2048,
+            temperature: 0.0,
+            top_p: 1.0,
+            seed: 0,
+            prompt: crate::answer::PromptStyle::default(),
+            refusal_threshold: crate::answer::DEFAULT_REFUSAL_THRESHOLD,
+        }
+    }
 }
 
 /// Model choices: a known model name (fetched into the cache on first use)
@@ -50,12 +92,16 @@ pub struct Config {
 pub struct ModelsConfig {
     /// The embedding model (`e5-small-q4`, or a path to an E5S1 file).
     pub embedding: String,
+    /// The chat model that writes answers (`qwen2.5-coder-0.5b`,
+    /// `smollm2-135m`, or a path to a GGUF file of arch qwen2 or llama).
+    pub generator: String,
 }
 
 impl Default for ModelsConfig {
     fn default() -> Self {
         ModelsConfig {
             embedding: crate::models::fetch::E5_SMALL_Q4.name.to_string(),
+            generator: crate::models::fetch::QWEN25_CODER_05B.name.to_string(),
         }
     }
 }
@@ -131,6 +177,7 @@ impl Default for Config {
             threads: 0,
             models: ModelsConfig::default(),
             vector: VectorConfig::default(),
+            answer: AnswerConfig::default(),
         }
     }
 }
@@ -217,6 +264,14 @@ impl Config {
                 "PYTHON" => self.python = value.clone(),
                 "THREADS" => self.threads = value.parse().map_err(|_| bad("expected a number"))?,
                 "EMBEDDING_MODEL" => self.models.embedding = value.clone(),
+                "GENERATOR_MODEL" => self.models.generator = value.clone(),
+                "MAX_NEW_TOKENS" => {
+                    self.answer.max_new_tokens =
+                        value.parse().map_err(|_| bad("expected a number"))?
+                }
+                "CONTEXT" => {
+                    self.answer.context = value.parse().map_err(|_| bad("expected a number"))?
+                }
                 "K" => self.search.k = value.parse().map_err(|_| bad("expected a number"))?,
                 "MAX_GLOSSARY_HITS" => {
                     self.search.max_glossary_hits =

@@ -85,6 +85,20 @@ pub struct RetrievalOutcome {
     pub lang: String,
     /// Rank of the first answering chunk within the top 10, if any.
     pub rank: Option<usize>,
+    /// Whether the knowledge base holds the answer (out-of-scope
+    /// questions are listed for calibration but not in the metrics).
+    #[serde(default = "yes")]
+    pub in_scope: bool,
+    /// Best BM25 score for the question (for calibrating refusals).
+    #[serde(default)]
+    pub top_bm25: f32,
+    /// Best cosine similarity, if the index has vectors.
+    #[serde(default)]
+    pub top_cosine: Option<f32>,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// A whole retrieval evaluation.
@@ -110,7 +124,15 @@ pub fn evaluate_retrieval(
     mode: SearchMode,
 ) -> Result<RetrievalReport> {
     let mut outcomes = Vec::new();
-    for item in items.iter().filter(|i| i.in_scope) {
+    let top = |mode: SearchMode, q: &str| -> Result<Option<f32>> {
+        match kb.search(q, 1, mode) {
+            Ok(h) => Ok(h.first().map(|h| h.score)),
+            Err(Error::InvalidQuery(_)) => Ok(None),
+            Err(Error::Model(_)) if mode == SearchMode::Vector => Ok(None),
+            Err(e) => Err(e),
+        }
+    };
+    for item in items {
         let hits = match kb.search(&item.question, EVAL_DEPTH, mode) {
             Ok(h) => h,
             Err(Error::InvalidQuery(_)) => Vec::new(),
@@ -120,12 +142,26 @@ pub fn evaluate_retrieval(
             .iter()
             .find(|h| item.gold.iter().any(|g| h.text.contains(g.as_str())))
             .map(|h| h.rank);
+        let has_vectors = kb.generation().vector.is_some();
         outcomes.push(RetrievalOutcome {
             id: item.id.clone(),
             lang: item.lang.clone(),
-            rank,
+            rank: rank.filter(|_| item.in_scope),
+            in_scope: item.in_scope,
+            top_bm25: top(SearchMode::Bm25, &item.question)?.unwrap_or(0.0),
+            top_cosine: if has_vectors {
+                top(SearchMode::Vector, &item.question)?
+            } else {
+                None
+            },
         });
     }
+    let outcomes_all = outcomes;
+    let outcomes: Vec<RetrievalOutcome> = outcomes_all
+        .iter()
+        .filter(|o| o.in_scope)
+        .cloned()
+        .collect();
     let mut by_lang = BTreeMap::new();
     let mut langs: Vec<&str> = outcomes.iter().map(|o| o.lang.as_str()).collect();
     langs.sort();
@@ -138,7 +174,7 @@ pub fn evaluate_retrieval(
         mode,
         overall: metrics(&outcomes.iter().collect::<Vec<_>>()),
         by_lang,
-        outcomes,
+        outcomes: outcomes_all,
     })
 }
 
@@ -177,6 +213,215 @@ impl RetrievalReport {
             s.push_str(&format!(
                 "| {} | {group} | {} | {:.3} | {:.3} | {:.3} |\n",
                 self.mode, m.questions, m.recall_at_1, m.recall_at_5, m.mrr
+            ));
+        };
+        row(&mut s, "all", &self.overall);
+        for (lang, m) in &self.by_lang {
+            row(&mut s, lang, m);
+        }
+        s
+    }
+}
+
+/// Answer quality for a group of questions.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct AnswerMetrics {
+    /// In-scope questions.
+    pub in_scope: usize,
+    /// Out-of-scope questions.
+    pub out_of_scope: usize,
+    /// In-scope answers that are grounded and contain every keyword group.
+    pub answer_accuracy: f64,
+    /// Out-of-scope questions refused.
+    pub refusal_accuracy: f64,
+    /// In-scope questions refused.
+    pub false_refusals: f64,
+    /// Citations (of grounded in-scope answers) whose passage holds the answer.
+    pub citation_precision: f64,
+    /// Median time per question.
+    pub p50_ms: f64,
+    /// Mean generated tokens per question.
+    pub mean_completion_tokens: f64,
+}
+
+/// One question's answer, judged.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AnswerOutcome {
+    /// Question id.
+    pub id: String,
+    /// Its language.
+    pub lang: String,
+    /// Whether the knowledge base holds the answer.
+    pub in_scope: bool,
+    /// The answer was grounded.
+    pub grounded: bool,
+    /// In scope, grounded, and every keyword group is in the answer.
+    pub correct: bool,
+    /// Citations given, and how many of them hold the answer.
+    pub citations: usize,
+    /// Of `citations`, those whose passage contains a gold marker.
+    pub good_citations: usize,
+    /// Keyword groups the answer missed.
+    pub missing: Vec<String>,
+    /// The answer text.
+    pub answer: String,
+    /// Time taken.
+    pub ms: f64,
+    /// Tokens generated.
+    pub completion_tokens: usize,
+    /// The model's probability of refusing (for calibration).
+    #[serde(default)]
+    pub refusal_score: Option<f32>,
+    /// Why it was refused, if it was.
+    #[serde(default)]
+    pub refusal: Option<crate::answer::Refusal>,
+    /// What the model wrote when its answer was refused.
+    #[serde(default)]
+    pub model_text: Option<String>,
+    /// The passages given (chunk ids, in prompt order).
+    #[serde(default)]
+    pub passages: Vec<String>,
+}
+
+/// A whole answer evaluation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AnswerReport {
+    /// The model file.
+    pub model: String,
+    /// All questions.
+    pub overall: AnswerMetrics,
+    /// Per language.
+    pub by_lang: BTreeMap<String, AnswerMetrics>,
+    /// Per question.
+    pub outcomes: Vec<AnswerOutcome>,
+}
+
+/// Keyword groups (`a|b` = either, case-insensitive) missing from `answer`.
+pub fn missing_keywords(keywords: &[String], answer: &str) -> Vec<String> {
+    let lower = answer.to_lowercase();
+    keywords
+        .iter()
+        .filter(|group| {
+            !group
+                .split('|')
+                .any(|alt| !alt.is_empty() && lower.contains(&alt.to_lowercase()))
+        })
+        .cloned()
+        .collect()
+}
+
+/// Asks every question and judges the answers. `progress` gets each outcome.
+pub fn evaluate_answers(
+    kb: &Kb,
+    llm: &crate::llm::Llm,
+    items: &[EvalItem],
+    opts: &crate::answer::AskOptions,
+    progress: &mut dyn FnMut(usize, &AnswerOutcome),
+) -> Result<AnswerReport> {
+    let mut outcomes = Vec::new();
+    let by_id: std::collections::HashMap<&str, &str> = kb
+        .generation()
+        .chunks
+        .iter()
+        .map(|c| (c.id.as_str(), c.text.as_str()))
+        .collect();
+    for (i, item) in items.iter().enumerate() {
+        let a = crate::answer::ask(kb, llm, &item.question, opts, &mut |_| true)?;
+        let missing = if a.grounded {
+            missing_keywords(&item.keywords, &a.answer)
+        } else {
+            item.keywords.clone()
+        };
+        let good_citations = a
+            .citations
+            .iter()
+            .filter(|c| {
+                by_id
+                    .get(c.chunk_id.as_str())
+                    .is_some_and(|t| item.gold.iter().any(|g| t.contains(g.as_str())))
+            })
+            .count();
+        let outcome = AnswerOutcome {
+            id: item.id.clone(),
+            lang: item.lang.clone(),
+            in_scope: item.in_scope,
+            grounded: a.grounded,
+            correct: item.in_scope && a.grounded && missing.is_empty(),
+            citations: a.citations.len(),
+            good_citations,
+            missing,
+            answer: a.answer,
+            ms: a.timings.total_ms,
+            completion_tokens: a.usage.completion_tokens,
+            refusal_score: a.refusal_score,
+            refusal: a.refusal,
+            model_text: a.model_text,
+            passages: a.passages.iter().map(|p| p.chunk_id.clone()).collect(),
+        };
+        progress(i, &outcome);
+        outcomes.push(outcome);
+    }
+    let mut by_lang = BTreeMap::new();
+    let mut langs: Vec<&str> = outcomes.iter().map(|o| o.lang.as_str()).collect();
+    langs.sort();
+    langs.dedup();
+    for lang in langs {
+        let group: Vec<&AnswerOutcome> = outcomes.iter().filter(|o| o.lang == lang).collect();
+        by_lang.insert(lang.to_string(), answer_metrics(&group));
+    }
+    Ok(AnswerReport {
+        model: llm
+            .path()
+            .file_name()
+            .map_or_else(String::new, |n| n.to_string_lossy().into_owned()),
+        overall: answer_metrics(&outcomes.iter().collect::<Vec<_>>()),
+        by_lang,
+        outcomes,
+    })
+}
+
+fn answer_metrics(group: &[&AnswerOutcome]) -> AnswerMetrics {
+    let ratio = |n: usize, d: usize| if d == 0 { 0.0 } else { n as f64 / d as f64 };
+    let ins: Vec<&&AnswerOutcome> = group.iter().filter(|o| o.in_scope).collect();
+    let outs: Vec<&&AnswerOutcome> = group.iter().filter(|o| !o.in_scope).collect();
+    let cited: usize = ins.iter().filter(|o| o.grounded).map(|o| o.citations).sum();
+    let good: usize = ins
+        .iter()
+        .filter(|o| o.grounded)
+        .map(|o| o.good_citations)
+        .sum();
+    let mut times: Vec<f64> = group.iter().map(|o| o.ms).collect();
+    times.sort_by(f64::total_cmp);
+    AnswerMetrics {
+        in_scope: ins.len(),
+        out_of_scope: outs.len(),
+        answer_accuracy: ratio(ins.iter().filter(|o| o.correct).count(), ins.len()),
+        refusal_accuracy: ratio(outs.iter().filter(|o| !o.grounded).count(), outs.len()),
+        false_refusals: ratio(ins.iter().filter(|o| !o.grounded).count(), ins.len()),
+        citation_precision: ratio(good, cited),
+        p50_ms: times.get(times.len() / 2).copied().unwrap_or(0.0),
+        mean_completion_tokens: ratio(group.iter().map(|o| o.completion_tokens).sum(), group.len()),
+    }
+}
+
+impl AnswerReport {
+    /// A Markdown table: overall and per language.
+    pub fn to_markdown(&self) -> String {
+        let mut s = String::from(
+            "| model | group | in scope | out of scope | answer accuracy | refusal accuracy | false refusals | citation precision | p50 s | tokens/answer |\n|---|---|---|---|---|---|---|---|---|---|\n",
+        );
+        let row = |s: &mut String, group: &str, m: &AnswerMetrics| {
+            s.push_str(&format!(
+                "| {} | {group} | {} | {} | {:.3} | {:.3} | {:.3} | {:.3} | {:.1} | {:.0} |\n",
+                self.model,
+                m.in_scope,
+                m.out_of_scope,
+                m.answer_accuracy,
+                m.refusal_accuracy,
+                m.false_refusals,
+                m.citation_precision,
+                m.p50_ms / 1000.0,
+                m.mean_completion_tokens
             ));
         };
         row(&mut s, "all", &self.overall);

@@ -11,6 +11,7 @@
 //! `main.rs` and the HTTP layer are thin shells over it.
 #![deny(missing_docs)]
 
+pub mod answer;
 pub mod chunk;
 pub mod config;
 pub mod corpus;
@@ -19,6 +20,7 @@ pub mod error;
 pub mod eval;
 pub mod index;
 pub mod kb;
+pub mod llm;
 pub mod models;
 pub mod retrieve;
 pub mod synth;

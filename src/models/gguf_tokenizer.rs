@@ -166,6 +166,10 @@ impl GgufTokenizer {
                 }
             }
         }
+        // Text is only ever text: a document or question that contains
+        // `<|im_end|>` must not be able to close a turn (prompt injection).
+        // Special tokens enter prompts by id (`token_id`).
+        tokenizer.set_encode_special_tokens(true);
         Ok(GgufTokenizer {
             tokenizer,
             stop_ids,
@@ -173,7 +177,8 @@ impl GgufTokenizer {
         })
     }
 
-    /// Token ids of `text`; special-token text (`<|im_start|>`…) maps to its id.
+    /// Token ids of `text`. Special-token text (`<|im_start|>`…) is encoded
+    /// as ordinary text, never as the special token.
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
         Ok(self
             .tokenizer

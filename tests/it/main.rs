@@ -1,6 +1,7 @@
 //! Integration tests at the boundaries: the `kbqa` binary on real corpora and
 //! real tantivy indexes. One test binary (faster to link, shared helpers).
 
+mod ask;
 mod cli;
 mod corpus;
 mod crash;
