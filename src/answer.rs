@@ -30,7 +30,7 @@ use crate::retrieve::{check_query, SearchHit, SearchMode};
 pub const NOT_IN_KB: &str = "NOT_IN_KB";
 
 /// Calibrated on `tests/eval/qa.jsonl` (see BENCHMARKS.md).
-pub const DEFAULT_REFUSAL_THRESHOLD: f32 = 0.5;
+pub const DEFAULT_REFUSAL_THRESHOLD: f32 = 0.9;
 
 /// The fixed system prompt (with [`EXAMPLES`], the reusable KV-cache prefix).
 pub const SYSTEM_PROMPT: &str = "You answer questions using only the numbered passages the user gives you.\n\
@@ -149,9 +149,11 @@ pub struct AskOptions {
     pub max_prompt_tokens: usize,
     /// The prompt variant.
     pub prompt: PromptStyle,
-    /// The model's probability of starting with `NOT_IN_KB` needed to
-    /// refuse (calibrated on the eval set; above 1 = never refuse on the
-    /// model's word, 0 = always).
+    /// The probability the model must give to starting its reply with
+    /// `NOT_IN_KB` for that start to be allowed (calibrated on the eval
+    /// set). Below it the marker is excluded from the first token and the
+    /// model answers; the answer is then checked like any other. Above 1
+    /// the model never refuses by the marker (it may still say so in words).
     pub refusal_threshold: f32,
 }
 
@@ -327,6 +329,7 @@ pub fn ask(
     let (prefix, rest, given) = build_prompt(llm, question, lang, &hits, opts)?;
     answer.passages = given
         .iter()
+        .map(|s| s.hit)
         .enumerate()
         .map(|(i, h)| Passage {
             n: i + 1,
@@ -370,6 +373,14 @@ pub fn ask(
         }
         decided == Some(true)
     })?;
+    // A short answer may still be held back as a possible marker prefix.
+    if decided.is_none() {
+        let head = generation.text.trim_start();
+        if !head.is_empty() && !head.starts_with(NOT_IN_KB) {
+            first_token_ms = Some(ms(start));
+            on_text(head);
+        }
+    }
     answer.usage = Usage {
         prompt_tokens: generation.prompt_tokens,
         cached_prompt_tokens: generation.cached_prompt_tokens,
@@ -389,12 +400,16 @@ pub fn ask(
 
     tracing::debug!(raw = %generation.text, finish = ?generation.finish, "generated");
     let text = generation.text.trim();
-    if text.starts_with(NOT_IN_KB) || declines(text) {
-        answer.model_text = Some(text.to_string()).filter(|t| !t.starts_with(NOT_IN_KB));
+    if text.starts_with(NOT_IN_KB) {
         return Ok(refuse(answer, Refusal::ModelDeclined, start, on_text));
     }
     let (text, cited) = clean_citations(&text.replace(NOT_IN_KB, ""), given.len());
     let text = text.trim().to_string();
+    // "The passages do not mention…" without a citation is a refusal in words.
+    if cited.is_empty() && declines(&text) {
+        answer.model_text = Some(text);
+        return Ok(refuse(answer, Refusal::ModelDeclined, start, on_text));
+    }
     if text.is_empty() {
         return Ok(refuse(answer, Refusal::Empty, start, on_text));
     }
@@ -418,6 +433,7 @@ pub fn ask(
     // ("GPT-4 has 1750亿 parameters" from a passage about GPT-3): every one
     // in the answer must appear in a cited passage.
     let cited_text: String = cited.iter().map(|&n| given[n - 1].text.as_str()).collect();
+    // (the text the model saw: glossary lines and trimmed passages as shown)
     let invented = unsupported_specifics(&text, &cited_text);
     if !invented.is_empty() {
         tracing::debug!(?invented, "answer has specifics its passages lack");
@@ -427,14 +443,15 @@ pub fn ask(
     answer.citations = cited
         .iter()
         .map(|&n| {
-            let hit = &given[n - 1];
+            let shown = &given[n - 1];
+            let hit = shown.hit;
             Citation {
                 n,
                 chunk_id: hit.chunk_id.clone(),
                 source: hit.source.clone(),
                 section: hit.section.clone(),
                 snippet: snippet(&hit.text, 160),
-                evidence: evidence(&text, question, &hit.text, kb),
+                evidence: evidence(&text, question, &shown.text, kb),
                 inferred,
             }
         })
@@ -484,13 +501,20 @@ fn refuse(
 /// question and the answer language. Passages that do not fit the token
 /// budget are shortened (whole sentences) or left out; the question is
 /// never cut.
+/// A passage as the model saw it (perhaps only some of its lines or
+/// sentences): citations, checks and evidence use exactly this text.
+struct Shown<'h> {
+    hit: &'h SearchHit,
+    text: String,
+}
+
 fn build_prompt<'h>(
     llm: &Llm,
     question: &str,
     lang: Lang,
     hits: &'h [SearchHit],
     opts: &AskOptions,
-) -> Result<(Vec<u32>, Vec<u32>, Vec<&'h SearchHit>)> {
+) -> Result<(Vec<u32>, Vec<u32>, Vec<Shown<'h>>)> {
     let budget = opts.max_prompt_tokens;
     let (system, examples) = (opts.prompt.system(), opts.prompt.examples());
     let tail = format!(
@@ -541,7 +565,10 @@ fn build_prompt<'h>(
         body.push_str(&header);
         body.push_str(kept.trim());
         body.push_str("\n\n");
-        given.push(hit);
+        given.push(Shown {
+            hit,
+            text: kept.trim().to_string(),
+        });
     }
     if given.is_empty() {
         return Err(Error::InvalidQuery(format!(
@@ -607,7 +634,21 @@ pub fn clean_citations(text: &str, passages: usize) -> (String, Vec<usize>) {
             if parts.is_empty() || s.len() > 24 {
                 return None;
             }
-            parts.iter().map(|p| p.parse::<usize>().ok()).collect()
+            let mut out = Vec::new();
+            for p in parts {
+                match p.split_once(['-', '–']) {
+                    // A range like [1-3]: at most a handful of passages.
+                    Some((a, b)) => {
+                        let (a, b) = (a.parse::<usize>().ok()?, b.parse::<usize>().ok()?);
+                        if a > b || b - a > 16 {
+                            return None;
+                        }
+                        out.extend(a..=b);
+                    }
+                    None => out.push(p.parse::<usize>().ok()?),
+                }
+            }
+            Some(out)
         });
         match (numbers, close) {
             (Some(ns), Some(c)) => {
@@ -620,12 +661,15 @@ pub fn clean_citations(text: &str, passages: usize) -> (String, Vec<usize>) {
                         cited.push(n);
                     }
                 }
+                let close_len = after[c..].chars().next().map_or(1, char::len_utf8);
+                rest = &after[c + close_len..];
                 if !valid.is_empty() {
                     let list: Vec<String> = valid.iter().map(|n| n.to_string()).collect();
                     out.push_str(&format!("[{}]", list.join(", ")));
+                } else if rest.starts_with(['.', '。', ',', '，', ';', '；']) {
+                    // The dropped marker leaves no space before punctuation.
+                    out.truncate(out.trim_end().len());
                 }
-                let close_len = after[c..].chars().next().map_or(1, char::len_utf8);
-                rest = &after[c + close_len..];
             }
             _ => {
                 out.push_str(&after[..open_len]);
@@ -634,8 +678,6 @@ pub fn clean_citations(text: &str, passages: usize) -> (String, Vec<usize>) {
         }
     }
     out.push_str(rest);
-    // Removing a marker can leave a space before punctuation.
-    let out = out.replace(" .", ".").replace(" 。", "。");
     (out, cited)
 }
 
@@ -745,7 +787,7 @@ pub fn unsupported_specifics(answer: &str, passages: &str) -> Vec<String> {
 /// The passage (index into `given`) that supports most of what the
 /// answer adds to the question (its content units not already in the
 /// question), if it supports at least half of them.
-fn best_support(answer: &str, question: &str, given: &[&SearchHit]) -> Option<usize> {
+fn best_support(answer: &str, question: &str, given: &[Shown]) -> Option<usize> {
     let q = units(question);
     let a: HashSet<String> = units(answer)
         .into_iter()
@@ -860,6 +902,11 @@ mod tests {
         assert_eq!(t, "no [citation] here ");
         let (_, c) = clean_citations("[1，2]", 2);
         assert_eq!(c, vec![1, 2]);
+        let (t, c) = clean_citations("Facts [1-3] and [2–9].", 4);
+        assert_eq!(c, vec![1, 2, 3, 4]);
+        assert_eq!(t, "Facts [1, 2, 3] and [2, 3, 4].");
+        let (t, _) = clean_citations("Use .NET here [7].", 2);
+        assert_eq!(t, "Use .NET here.");
     }
 
     #[test]

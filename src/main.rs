@@ -301,8 +301,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let kb = open(&config)?;
             let llm = load_llm(&config)?;
             let mut out = std::io::stdout().lock();
+            let mut streamed = String::new();
             let answer = kbqa::answer::ask(&kb, &llm, &question, &opts, &mut |piece| {
                 if !json {
+                    streamed.push_str(piece);
                     let _ = out.write_all(piece.as_bytes());
                     let _ = out.flush();
                 }
@@ -312,7 +314,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 serde_json::to_writer_pretty(&mut out, &answer)?;
                 writeln!(out)?;
             } else {
-                print_answer(&mut out, &answer)?;
+                print_answer(&mut out, &answer, &streamed)?;
             }
         }
         Command::Eval(EvalCommand::Answers {
@@ -473,15 +475,24 @@ fn load_llm(config: &Config) -> anyhow::Result<kbqa::llm::Llm> {
     Ok(llm)
 }
 
-/// After the streamed text: sources with their evidence, or why not grounded.
-fn print_answer(out: &mut impl Write, a: &kbqa::answer::Answer) -> std::io::Result<()> {
+/// After the streamed text: sources with their evidence, or — when the
+/// streamed text failed the grounding checks — a retraction.
+fn print_answer(
+    out: &mut impl Write,
+    a: &kbqa::answer::Answer,
+    streamed: &str,
+) -> std::io::Result<()> {
+    use kbqa::answer::Refusal;
     writeln!(out)?;
     if !a.grounded {
-        if a.usage.completion_tokens > 0 && a.refusal == Some(kbqa::answer::Refusal::Unsupported) {
-            writeln!(
-                out,
-                "\n(not grounded: nothing in the passages supports this answer)"
-            )?;
+        if streamed.trim() != a.answer {
+            let why = match a.refusal {
+                Some(Refusal::Invented) => "it states numbers or names the passages do not contain",
+                Some(Refusal::Unsupported) => "no passage supports it",
+                Some(Refusal::ModelDeclined) => "the model found no answer in the passages",
+                _ => "it could not be checked",
+            };
+            writeln!(out, "\n[not grounded: {why} — disregard the text above]")?;
             writeln!(out, "{}", a.answer)?;
         }
         return Ok(());

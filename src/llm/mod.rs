@@ -31,13 +31,13 @@ pub struct SamplingParams {
     pub seed: u64,
     /// Extra strings that end generation (not included in the text).
     pub stop: Vec<String>,
-    /// A calibrated gate on the first token (see [`FirstTokenGate`]).
+    /// A gate on the first token (see [`FirstTokenGate`]).
     pub gate: Option<FirstTokenGate>,
 }
 
 /// Lets the first token be one of `tokens` only if the model gives them
 /// probability ≥ `threshold` together; otherwise they are excluded and the
-/// model says what it would say instead. This turns "reply NOT_IN_KB if
+/// model says what it would say instead (a gate never forces them). This turns "reply NOT_IN_KB if
 /// the passages do not answer" from a greedy yes/no, which a small model
 /// gets wrong in both directions, into a score with a threshold calibrated
 /// on the evaluation set.
@@ -95,6 +95,10 @@ pub struct Generation {
     pub gate_probability: Option<f32>,
 }
 
+/// Bumped whenever the forward pass's numbers change (kernels, RoPE, …),
+/// so cached prompt prefixes from before are not reused.
+const NUMERICS_VERSION: u32 = 1;
+
 /// Special tokens of the ChatML format both supported model families use.
 struct ChatMl {
     im_start: u32,
@@ -136,6 +140,15 @@ impl Llm {
     /// Loads a GGUF chat model. `context` caps the positions per
     /// conversation (the KV cache size).
     pub fn load(path: &Path, context: usize) -> Result<Llm> {
+        // The architecture first: an unsupported model is named as such,
+        // not as a tokenizer or tensor problem.
+        let (content, _) = model::read_content(path)?;
+        model::Hparams::from_metadata(&content.metadata).map_err(|reason| Error::ModelFormat {
+            path: path.to_path_buf(),
+            format: "GGUF",
+            reason,
+        })?;
+        drop(content);
         let tokenizer = GgufTokenizer::from_gguf(path)?;
         let bad = |reason: String| Error::ModelFormat {
             path: path.to_path_buf(),
@@ -181,6 +194,10 @@ impl Llm {
         let dir = self.prefix_dir.as_ref()?;
         let meta = std::fs::metadata(&self.path).ok()?;
         let mut h = Sha256::new();
+        // Keys/values depend on our numerics too: a new kbqa never reuses
+        // an old kbqa's cache.
+        h.update(env!("CARGO_PKG_VERSION").as_bytes());
+        h.update(NUMERICS_VERSION.to_le_bytes());
         h.update(self.path.canonicalize().ok()?.to_string_lossy().as_bytes());
         h.update(meta.len().to_le_bytes());
         if let Ok(t) = meta.modified() {
@@ -300,6 +317,9 @@ impl Llm {
         on_text: &mut dyn FnMut(&str) -> bool,
     ) -> Result<Generation> {
         let start = Instant::now();
+        if rest.is_empty() {
+            return Err(Error::Model("the prompt has no per-request part".into()));
+        }
         let prompt_tokens = prefix.len() + rest.len();
         if prompt_tokens + 1 > self.context {
             return Err(Error::Model(format!(
@@ -373,7 +393,7 @@ impl Llm {
                     emitted = safe;
                 }
             }
-            if cache.len() + 1 >= cache.capacity() {
+            if ids.len() >= params.max_new_tokens || cache.len() + 1 > cache.capacity() {
                 break;
             }
             logits = self

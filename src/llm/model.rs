@@ -177,11 +177,12 @@ impl KvCache {
             .chunks_exact(8)
             .map(|w| u64::from_le_bytes(w.try_into().unwrap()) as usize);
         let (layers, len, head_dim) = (words.next()?, words.next()?, words.next()?);
-        let mut at = 24;
+        let mut at: usize = 24;
         let mut read_layer = || -> Option<Vec<f32>> {
-            let n = u64::from_le_bytes(rest.get(at..at + 8)?.try_into().ok()?) as usize;
-            let body = rest.get(at + 8..at + 8 + n.checked_mul(4)?)?;
-            at += 8 + 4 * n;
+            let n = u64::from_le_bytes(rest.get(at..at.checked_add(8)?)?.try_into().ok()?) as usize;
+            let end = n.checked_mul(4)?.checked_add(at + 8)?;
+            let body = rest.get(at + 8..end)?;
+            at = end;
             Some(
                 body.chunks_exact(4)
                     .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
@@ -229,6 +230,10 @@ impl KvCache {
     /// `other` may have a different capacity, e.g. a [`KvCache::snapshot`]).
     pub fn copy_prefix_from(&mut self, other: &KvCache) {
         let n = other.len;
+        if n == 0 {
+            self.len = 0;
+            return;
+        }
         assert!(n <= self.capacity && self.head_dim == other.head_dim);
         let hd = self.head_dim;
         let (dst_head, src_head) = (self.capacity * hd, other.capacity * hd);
@@ -315,9 +320,13 @@ impl Hparams {
             .get("tokenizer.ggml.tokens")
             .and_then(|v| v.to_vec().ok())
             .map_or(0, |v| v.len());
+        let layers = int("block_count")?;
+        if layers == 0 || layers > 1024 || dim > 65536 {
+            return Err(format!("implausible shape: {layers} blocks of width {dim}"));
+        }
         Ok(Hparams {
             arch,
-            layers: int("block_count")?,
+            layers,
             dim,
             ff: int("feed_forward_length")?,
             heads,
@@ -402,7 +411,14 @@ impl Model {
     /// Loads and repacks every tensor (one at a time, to bound peak memory).
     pub fn load(path: &Path) -> Result<Model> {
         let (content, reader) = read_content(path)?;
-        let hp = Hparams::from_metadata(&content.metadata).map_err(|e| format_err(path, e))?;
+        let mut hp = Hparams::from_metadata(&content.metadata).map_err(|e| format_err(path, e))?;
+        // The embedding's row count is the vocabulary the model computes
+        // over (it may exceed the tokenizer's list, e.g. padding rows).
+        if let Some(info) = content.tensor_infos.get("token_embd.weight") {
+            if let [rows, _] = info.shape.dims() {
+                hp.vocab = *rows;
+            }
+        }
         let mut ld = Loader {
             path,
             content: &content,

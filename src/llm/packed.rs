@@ -73,7 +73,7 @@ pub struct PackedMatrix {
 fn shape_error(rows: usize, cols: usize) -> Option<String> {
     if rows == 0 || cols == 0 || !cols.is_multiple_of(CHUNK) {
         Some(format!(
-            "a {rows}x{cols} matrix is not supported: rows must be a multiple of {CHUNK} wide"
+            "a {rows}x{cols} matrix is not supported: columns must be a multiple of {CHUNK}"
         ))
     } else {
         None
