@@ -433,27 +433,36 @@ impl PackedMatrix {
     ) -> [[f32; T]; R] {
         use std::arch::x86_64::*;
         let chunks = self.cols / CHUNK;
-        let offset = _mm512_set1_ps(self.bits.offset() as f32);
         let mut acc = [[_mm512_setzero_ps(); T]; R];
         let xq: [*const i8; T] =
             std::array::from_fn(|i| unsafe { x.q.as_ptr().add((t + i) * self.cols) });
         let xs: [*const f32; T] =
             std::array::from_fn(|i| unsafe { x.lane_scales.as_ptr().add((t + i) * chunks * 16) });
-        let xc: [*const f32; T] =
-            std::array::from_fn(|i| unsafe { x.lane_sums.as_ptr().add((t + i) * chunks * 16) });
+        // The offset correction `−o·Σq` per block, as the dot products'
+        // starting value (exact integers, no extra instruction per product).
+        let corr = match self.bits {
+            Bits::Five => &x.lane_corr_5,
+            Bits::Eight => &x.lane_corr_8,
+        };
+        let xc: [*const i32; T] =
+            std::array::from_fn(|i| unsafe { corr.as_ptr().add((t + i) * chunks * 16) });
         for c in 0..chunks {
             // Safety (whole loop body): c < chunks, rows and tokens in range.
             unsafe {
                 let a: [__m512i; T] =
                     std::array::from_fn(|i| _mm512_loadu_si512(xq[i].add(c * CHUNK) as *const _));
                 let s: [__m512; T] = std::array::from_fn(|i| _mm512_loadu_ps(xs[i].add(c * 16)));
-                let k: [__m512; T] = std::array::from_fn(|i| _mm512_loadu_ps(xc[i].add(c * 16)));
+                let k: [__m512i; T] =
+                    std::array::from_fn(|i| _mm512_loadu_si512(xc[i].add(c * 16) as *const _));
                 for (j, acc) in acc.iter_mut().enumerate() {
                     let (w, ws) = self.load_chunk(r + j, c);
                     for i in 0..T {
-                        let dot = _mm512_dpbusd_epi32(_mm512_setzero_si512(), w, a[i]);
-                        let v = _mm512_fnmadd_ps(offset, k[i], _mm512_cvtepi32_ps(dot));
-                        acc[i] = _mm512_fmadd_ps(v, _mm512_mul_ps(ws, s[i]), acc[i]);
+                        let dot = _mm512_dpbusd_epi32(k[i], w, a[i]);
+                        acc[i] = _mm512_fmadd_ps(
+                            _mm512_cvtepi32_ps(dot),
+                            _mm512_mul_ps(ws, s[i]),
+                            acc[i],
+                        );
                     }
                 }
             }
@@ -513,7 +522,8 @@ fn quantise_row(
     scales: &mut [f32],
     sums: &mut [i32],
     lane_scales: &mut [f32],
-    lane_sums: &mut [f32],
+    lane_corr_5: &mut [i32],
+    lane_corr_8: &mut [i32],
 ) {
     for (b, (xb, qb)) in x.chunks_exact(QK).zip(q.chunks_exact_mut(QK)).enumerate() {
         let amax = xb.iter().fold(0f32, |m, v| m.max(v.abs()));
@@ -528,7 +538,11 @@ fn quantise_row(
         scales[b] = d;
         sums[b] = total;
         lane_scales[b * 8..][..8].fill(d);
-        lane_sums[b * 8..][..8].fill(total as f32 / 8.0);
+        // The whole correction in the block's first lane, zero in the others.
+        lane_corr_5[b * 8..][..8].fill(0);
+        lane_corr_8[b * 8..][..8].fill(0);
+        lane_corr_5[b * 8] = -Bits::Five.offset() * total;
+        lane_corr_8[b * 8] = -Bits::Eight.offset() * total;
     }
 }
 
@@ -542,8 +556,11 @@ pub struct Activations {
     sums: Vec<i32>,
     /// Per token and 64-chunk: 16 lanes, the first 8 block 0's scale, the rest block 1's.
     lane_scales: Vec<f32>,
-    /// Likewise with each block's sum of levels divided by 8 (the lanes of a block add up to it).
-    lane_sums: Vec<f32>,
+    /// Per token and 64-chunk: 16 lanes holding the 5-bit layout's offset
+    /// correction `−16·Σq` of each block in its first lane, zeros elsewhere.
+    lane_corr_5: Vec<i32>,
+    /// Likewise for the 8-bit layout's offset.
+    lane_corr_8: Vec<i32>,
 }
 
 impl Activations {
@@ -559,22 +576,29 @@ impl Activations {
             scales: vec![0.0; tokens * nb],
             sums: vec![0; tokens * nb],
             lane_scales: vec![0.0; tokens * nb * 8],
-            lane_sums: vec![0.0; tokens * nb * 8],
+            lane_corr_5: vec![0; tokens * nb * 8],
+            lane_corr_8: vec![0; tokens * nb * 8],
         };
         let iter = x
             .chunks(cols)
             .zip(a.q.chunks_mut(cols))
             .zip(a.scales.chunks_mut(nb).zip(a.sums.chunks_mut(nb)))
             .zip(
-                a.lane_scales
-                    .chunks_mut(nb * 8)
-                    .zip(a.lane_sums.chunks_mut(nb * 8)),
+                a.lane_scales.chunks_mut(nb * 8).zip(
+                    a.lane_corr_5
+                        .chunks_mut(nb * 8)
+                        .zip(a.lane_corr_8.chunks_mut(nb * 8)),
+                ),
             );
         if tokens > 4 {
             iter.par_bridge()
-                .for_each(|(((x, q), (s, sum)), (ls, lsum))| quantise_row(x, q, s, sum, ls, lsum));
+                .for_each(|(((x, q), (s, sum)), (ls, (c5, c8)))| {
+                    quantise_row(x, q, s, sum, ls, c5, c8)
+                });
         } else {
-            iter.for_each(|(((x, q), (s, sum)), (ls, lsum))| quantise_row(x, q, s, sum, ls, lsum));
+            iter.for_each(|(((x, q), (s, sum)), (ls, (c5, c8)))| {
+                quantise_row(x, q, s, sum, ls, c5, c8)
+            });
         }
         a
     }
