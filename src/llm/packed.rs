@@ -289,8 +289,14 @@ impl PackedMatrix {
                 // `o` is [token][row] within the tile.
                 let mut r = 0;
                 while r < nr {
-                    let pair = if r + 2 <= nr { 2 } else { 1 };
-                    let mut cols = [[0f32; TILE]; 2];
+                    let pair = if r + 4 <= nr {
+                        4
+                    } else if r + 2 <= nr {
+                        2
+                    } else {
+                        1
+                    };
+                    let mut cols = [[0f32; TILE]; 4];
                     self.rows_tokens(x, t0, nt, r0 + r, &mut cols[..pair]);
                     for (j, col) in cols[..pair].iter().enumerate() {
                         for t in 0..nt {
@@ -325,7 +331,7 @@ impl PackedMatrix {
         }
     }
 
-    /// Rows `r..r + out.len()` (one or two) for tokens `t0..t0 + nt`
+    /// Rows `r..r + out.len()` (one, two or four) for tokens `t0..t0 + nt`
     /// (prefill); `out[j]` is row `r + j`'s results.
     fn rows_tokens(
         &self,
@@ -396,7 +402,12 @@ impl PackedMatrix {
         while t + 4 <= nt {
             // Safety: tokens t0 + t .. t0 + t + 4 exist; rows r .. r + out.len() exist.
             unsafe {
-                if out.len() == 2 {
+                if out.len() == 4 {
+                    let v = self.block_avx512::<4, 4>(x, t0 + t, r);
+                    for (o, v) in out.iter_mut().zip(&v) {
+                        o[t..t + 4].copy_from_slice(v);
+                    }
+                } else if out.len() == 2 {
                     let v = self.block_avx512::<2, 4>(x, t0 + t, r);
                     out[0][t..t + 4].copy_from_slice(&v[0]);
                     out[1][t..t + 4].copy_from_slice(&v[1]);
@@ -448,20 +459,20 @@ impl PackedMatrix {
             std::array::from_fn(|i| unsafe { corr.as_ptr().add((t + i) * chunks * 16) });
         for c in 0..chunks {
             // Safety (whole loop body): c < chunks, rows and tokens in range.
+            // The R weight chunks are unpacked once; each token's
+            // activations are then loaded once and applied to all R rows.
             unsafe {
-                let a: [__m512i; T] =
-                    std::array::from_fn(|i| _mm512_loadu_si512(xq[i].add(c * CHUNK) as *const _));
-                let s: [__m512; T] = std::array::from_fn(|i| _mm512_loadu_ps(xs[i].add(c * 16)));
-                let k: [__m512i; T] =
-                    std::array::from_fn(|i| _mm512_loadu_si512(xc[i].add(c * 16) as *const _));
-                for (j, acc) in acc.iter_mut().enumerate() {
-                    let (w, ws) = self.load_chunk(r + j, c);
-                    for i in 0..T {
-                        let dot = _mm512_dpbusd_epi32(k[i], w, a[i]);
-                        acc[i] = _mm512_fmadd_ps(
+                let wv: [(__m512i, __m512); R] = std::array::from_fn(|j| self.load_chunk(r + j, c));
+                for i in 0..T {
+                    let a = _mm512_loadu_si512(xq[i].add(c * CHUNK) as *const _);
+                    let s = _mm512_loadu_ps(xs[i].add(c * 16));
+                    let k = _mm512_loadu_si512(xc[i].add(c * 16) as *const _);
+                    for (j, (w, ws)) in wv.iter().enumerate() {
+                        let dot = _mm512_dpbusd_epi32(k, *w, a);
+                        acc[j][i] = _mm512_fmadd_ps(
                             _mm512_cvtepi32_ps(dot),
-                            _mm512_mul_ps(ws, s[i]),
-                            acc[i],
+                            _mm512_mul_ps(*ws, s),
+                            acc[j][i],
                         );
                     }
                 }
