@@ -6,9 +6,12 @@
 //! - the model sees only the retrieved passages and is told to answer from
 //!   them, cite `[n]`, and say `NOT_IN_KB` otherwise;
 //! - citations that name no given passage are removed;
-//! - an answer with no citation left must be *supported*: most of its
-//!   content words/characters must appear in one passage, which is then
-//!   cited; otherwise it is refused;
+//! - an answer with no citation left must be *supported*: half of what it
+//!   adds to the question must appear in one passage, or (across
+//!   languages) a sentence of one passage must mean the same (e5), and
+//!   that passage is then cited; otherwise it is refused;
+//! - numbers and digit-bearing names in an answer must appear in the
+//!   passages it cites;
 //! - a refusal is a fixed sentence in the question's language with
 //!   `grounded: false`, never the model's own guess;
 //! - questions and passages are data: special-token text in them is
@@ -421,10 +424,17 @@ pub fn ask(
                 inferred = true;
                 vec![i + 1]
             }
-            None => {
-                answer.model_text = Some(text);
-                return Ok(refuse(answer, Refusal::Unsupported, start, on_text));
-            }
+            None => match embedding_support(&text, &given, kb) {
+                // Across languages words cannot be matched; meaning can.
+                Some((i, cos)) if cos >= EMBEDDING_SUPPORT => {
+                    inferred = true;
+                    vec![i + 1]
+                }
+                _ => {
+                    answer.model_text = Some(text);
+                    return Ok(refuse(answer, Refusal::Unsupported, start, on_text));
+                }
+            },
         }
     } else {
         cited
@@ -874,6 +884,38 @@ fn embedding_pick(answer: &str, sents: &[&str], kb: &Kb) -> Option<usize> {
         .map(|(i, v)| (i, v.iter().zip(&q).map(|(a, b)| a * b).sum::<f32>()))
         .max_by(|x, y| x.1.total_cmp(&y.1))
         .map(|(i, _)| i)
+}
+
+/// Cosine (e5, answer as query, sentences as passages) an uncited answer
+/// needs with a sentence of one passage to count as supported by it.
+/// Calibrated on the eval set: the answers refused for lack of support had
+/// 0.81–0.94 when the question was in scope, 0.77–0.90 when it was not.
+pub const EMBEDDING_SUPPORT: f32 = 0.905;
+
+/// The passage with the sentence most similar to the answer, and that
+/// similarity.
+fn embedding_support(answer: &str, given: &[Shown], kb: &Kb) -> Option<(usize, f32)> {
+    let embedder = kb.embedder().ok()?;
+    let q = embedder.embed_query(&strip_markers(answer)).ok()?;
+    let mut owner = Vec::new();
+    let mut sents: Vec<&str> = Vec::new();
+    for (i, shown) in given.iter().enumerate() {
+        for (a, b) in sentences(&shown.text, 0, shown.text.len()) {
+            let t = shown.text[a..b].trim();
+            if t.chars().filter(|c| c.is_alphanumeric()).count() >= 4 {
+                owner.push(i);
+                sents.push(t);
+            }
+        }
+    }
+    let vs = embedder.embed_passages(&sents, &mut |_| {}).ok()?;
+    let best = vs
+        .chunks_exact(embedder.dim())
+        .zip(&owner)
+        .map(|(v, &i)| (i, v.iter().zip(&q).map(|(a, b)| a * b).sum::<f32>()))
+        .max_by(|x, y| x.1.total_cmp(&y.1));
+    tracing::debug!(?best, "embedding support");
+    best
 }
 
 fn strip_markers(text: &str) -> String {

@@ -97,7 +97,7 @@ pub struct Generation {
 
 /// Bumped whenever the forward pass's numbers change (kernels, RoPE, …),
 /// so cached prompt prefixes from before are not reused.
-const NUMERICS_VERSION: u32 = 1;
+const NUMERICS_VERSION: u32 = 2;
 
 /// Special tokens of the ChatML format both supported model families use.
 struct ChatMl {
