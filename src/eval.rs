@@ -97,6 +97,19 @@ pub struct RetrievalOutcome {
     pub top_cosine: Option<f32>,
 }
 
+/// `metrics` of each language's outcomes.
+fn per_lang<O, M>(
+    outcomes: &[O],
+    lang: impl Fn(&O) -> &String,
+    metrics: impl Fn(&[&O]) -> M,
+) -> BTreeMap<String, M> {
+    let mut groups: BTreeMap<String, Vec<&O>> = BTreeMap::new();
+    for o in outcomes {
+        groups.entry(lang(o).clone()).or_default().push(o);
+    }
+    groups.into_iter().map(|(l, g)| (l, metrics(&g))).collect()
+}
+
 fn yes() -> bool {
     true
 }
@@ -162,14 +175,7 @@ pub fn evaluate_retrieval(
         .filter(|o| o.in_scope)
         .cloned()
         .collect();
-    let mut by_lang = BTreeMap::new();
-    let mut langs: Vec<&str> = outcomes.iter().map(|o| o.lang.as_str()).collect();
-    langs.sort();
-    langs.dedup();
-    for lang in langs {
-        let group: Vec<&RetrievalOutcome> = outcomes.iter().filter(|o| o.lang == lang).collect();
-        by_lang.insert(lang.to_string(), metrics(&group));
-    }
+    let by_lang = per_lang(&outcomes, |o| &o.lang, metrics);
     Ok(RetrievalReport {
         mode,
         overall: metrics(&outcomes.iter().collect::<Vec<_>>()),
@@ -361,14 +367,7 @@ pub fn evaluate_answers(
         progress(i, &outcome);
         outcomes.push(outcome);
     }
-    let mut by_lang = BTreeMap::new();
-    let mut langs: Vec<&str> = outcomes.iter().map(|o| o.lang.as_str()).collect();
-    langs.sort();
-    langs.dedup();
-    for lang in langs {
-        let group: Vec<&AnswerOutcome> = outcomes.iter().filter(|o| o.lang == lang).collect();
-        by_lang.insert(lang.to_string(), answer_metrics(&group));
-    }
+    let by_lang = per_lang(&outcomes, |o| &o.lang, answer_metrics);
     Ok(AnswerReport {
         model: llm
             .path()
