@@ -16,6 +16,7 @@ use serde::Serialize;
 
 use crate::error::{Error, Result};
 use crate::models::gguf_tokenizer::GgufTokenizer;
+use crate::synth::Rng;
 use model::{KvCache, Model};
 
 /// How text is sampled.
@@ -335,7 +336,7 @@ impl Llm {
         let prefill_ms = start.elapsed().as_secs_f64() * 1e3;
         let decode_start = Instant::now();
 
-        let mut rng = SplitMix(params.seed);
+        let mut rng = Rng(params.seed);
         let mut ids: Vec<u32> = Vec::new();
         let mut emitted = 0usize; // bytes of `text` already given to `on_text`
         let mut text = String::new();
@@ -418,22 +419,8 @@ impl Llm {
     }
 }
 
-/// A small, seedable generator (sampling needs no more).
-struct SplitMix(u64);
-
-impl SplitMix {
-    fn next_f32(&mut self) -> f32 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^= z >> 31;
-        (z >> 40) as f32 / (1u64 << 24) as f32
-    }
-}
-
 /// The next token: argmax when greedy, else temperature + top-p sampling.
-fn sample(logits: &[f32], params: &SamplingParams, rng: &mut SplitMix) -> u32 {
+fn sample(logits: &[f32], params: &SamplingParams, rng: &mut Rng) -> u32 {
     let argmax = || {
         logits
             .iter()
@@ -487,14 +474,14 @@ mod tests {
     fn greedy_is_argmax_and_sampling_is_seeded() {
         let logits = vec![0.1, 3.0, 2.9, -1.0];
         let greedy = SamplingParams::default();
-        assert_eq!(sample(&logits, &greedy, &mut SplitMix(1)), 1);
+        assert_eq!(sample(&logits, &greedy, &mut Rng(1)), 1);
         let hot = SamplingParams {
             temperature: 1.0,
             seed: 7,
             ..Default::default()
         };
         let draw = |seed| {
-            let mut rng = SplitMix(seed);
+            let mut rng = Rng(seed);
             (0..50)
                 .map(|_| sample(&logits, &hot, &mut rng))
                 .collect::<Vec<_>>()
@@ -508,7 +495,7 @@ mod tests {
             top_p: 0.1,
             ..Default::default()
         };
-        let mut rng = SplitMix(3);
+        let mut rng = Rng(3);
         assert!((0..20).all(|_| sample(&logits, &narrow, &mut rng) == 1));
     }
 }
