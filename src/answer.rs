@@ -466,6 +466,20 @@ pub fn ask(
             }
         })
         .collect();
+    // A supported but uncited answer gets its marker, so the text itself
+    // always says where it comes from (and streamed text stays the answer).
+    let text = if inferred {
+        let space = if text.chars().last().is_some_and(|c| c.is_ascii()) {
+            " "
+        } else {
+            ""
+        };
+        let marker = format!("{space}[{}]", cited[0]);
+        on_text(&marker);
+        text + &marker
+    } else {
+        text
+    };
     answer.answer = text;
     answer.grounded = true;
     answer.timings.total_ms = ms(start);

@@ -43,6 +43,83 @@ pub struct Config {
     pub vector: VectorConfig,
     /// Answer generation.
     pub answer: AnswerConfig,
+    /// The HTTP service (`kbqa serve`).
+    pub server: ServerConfig,
+    /// The Slack bot routes of the HTTP service.
+    pub slack: SlackConfig,
+}
+
+/// The Slack (or Slack-compatible) bot.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SlackConfig {
+    /// The app's signing secret; without it the `/slack` routes are off.
+    pub signing_secret: Option<String>,
+    /// The bot token (`xoxb-…`) used to post answers.
+    pub bot_token: Option<String>,
+    /// Slack's Web API (a Slack-compatible server's, or a test's).
+    pub api_base: String,
+    /// Slash-command answers visible to the channel (else only to the asker).
+    pub in_channel: bool,
+}
+
+impl Default for SlackConfig {
+    fn default() -> Self {
+        SlackConfig {
+            signing_secret: None,
+            bot_token: None,
+            api_base: "https://slack.com/api".to_string(),
+            in_channel: false,
+        }
+    }
+}
+
+/// Secrets stay out of logs and error messages.
+impl std::fmt::Debug for SlackConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let hidden = |s: &Option<String>| s.as_ref().map(|_| "<set>");
+        f.debug_struct("SlackConfig")
+            .field("signing_secret", &hidden(&self.signing_secret))
+            .field("bot_token", &hidden(&self.bot_token))
+            .field("api_base", &self.api_base)
+            .field("in_channel", &self.in_channel)
+            .finish()
+    }
+}
+
+/// The HTTP service's limits and access.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Address to listen on (`127.0.0.1:0` picks a free port).
+    pub addr: String,
+    /// Answers generated at once. Generation uses every core, so more than
+    /// one mostly adds latency; searches never wait for these.
+    pub workers: usize,
+    /// Answers that may wait for a worker; beyond that, 429.
+    pub queue: usize,
+    /// Longest an answer may take, queueing included, in seconds.
+    pub deadline_secs: u64,
+    /// Largest request body, in bytes.
+    pub max_body_bytes: usize,
+    /// API keys; when any is set, every `/v1` route needs `Authorization: Bearer <key>`.
+    pub api_keys: Vec<String>,
+    /// On shutdown, how long in-flight answers may run before they are cut.
+    pub shutdown_grace_secs: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            addr: "127.0.0.1:8080".to_string(),
+            workers: 1,
+            queue: 8,
+            deadline_secs: 120,
+            max_body_bytes: 64 * 1024,
+            api_keys: Vec::new(),
+            shutdown_grace_secs: 10,
+        }
+    }
 }
 
 /// How answers are generated.
@@ -178,6 +255,8 @@ impl Default for Config {
             models: ModelsConfig::default(),
             vector: VectorConfig::default(),
             answer: AnswerConfig::default(),
+            server: ServerConfig::default(),
+            slack: SlackConfig::default(),
         }
     }
 }
@@ -292,6 +371,36 @@ impl Config {
                     self.search.expand_queries =
                         parse_bool(&value).ok_or_else(|| bad("expected true or false"))?
                 }
+                "ADDR" => self.server.addr = value.clone(),
+                "SLACK_SIGNING_SECRET" => {
+                    self.slack.signing_secret = Some(value.clone()).filter(|v| !v.is_empty())
+                }
+                "SLACK_BOT_TOKEN" => {
+                    self.slack.bot_token = Some(value.clone()).filter(|v| !v.is_empty())
+                }
+                "SLACK_API_BASE" => self.slack.api_base = value.trim_end_matches('/').to_string(),
+                "SLACK_IN_CHANNEL" => {
+                    self.slack.in_channel =
+                        parse_bool(&value).ok_or_else(|| bad("expected true or false"))?
+                }
+                "WORKERS" => {
+                    self.server.workers = value.parse().map_err(|_| bad("expected a number"))?
+                }
+                "QUEUE" => {
+                    self.server.queue = value.parse().map_err(|_| bad("expected a number"))?
+                }
+                "DEADLINE_SECS" => {
+                    self.server.deadline_secs =
+                        value.parse().map_err(|_| bad("expected a number"))?
+                }
+                "API_KEYS" => {
+                    self.server.api_keys = value
+                        .split(',')
+                        .map(str::trim)
+                        .filter(|k| !k.is_empty())
+                        .map(String::from)
+                        .collect()
+                }
                 // Variables of later subsystems (models, server) and `KBQA_LOG`
                 // are read where they are used.
                 _ => {}
@@ -309,6 +418,14 @@ impl Config {
         {
             return Err(Error::Config(
                 "search.rrf_k and the weights must be non-negative numbers".into(),
+            ));
+        }
+        if self.server.workers == 0 {
+            return Err(Error::Config("server.workers must be at least 1".into()));
+        }
+        if self.server.deadline_secs == 0 {
+            return Err(Error::Config(
+                "server.deadline_secs must be at least 1".into(),
             ));
         }
         if self.search.k == 0 {

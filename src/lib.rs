@@ -12,6 +12,8 @@
 #![deny(missing_docs)]
 
 pub mod answer;
+pub mod bot;
+pub mod chat;
 pub mod chunk;
 pub mod config;
 pub mod corpus;
@@ -23,6 +25,7 @@ pub mod kb;
 pub mod llm;
 pub mod models;
 pub mod retrieve;
+pub mod server;
 pub mod synth;
 
 pub use config::Config;

@@ -76,6 +76,12 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Serve the HTTP API, the OpenAI-compatible chat endpoint and the chat page.
+    Serve {
+        /// Address to listen on [default: server.addr, 127.0.0.1:8080]; port 0 picks a free one.
+        #[arg(long)]
+        addr: Option<String>,
+    },
     /// Measure quality on an evaluation set.
     #[command(subcommand)]
     Eval(EvalCommand),
@@ -213,14 +219,21 @@ enum EvalCommand {
 }
 
 fn main() {
+    let cli = Cli::parse();
+    // A server logs its requests; a command-line run only its warnings.
+    let default_filter = match cli.command {
+        Command::Serve { .. } => "warn,kbqa=info",
+        _ => "warn",
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("KBQA_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter)),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    if let Err(e) = run(Cli::parse()) {
+    if let Err(e) = run(cli) {
         eprintln!("error: {e:#}");
         std::process::exit(1);
     }
@@ -316,6 +329,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             } else {
                 print_answer(&mut out, &answer, &streamed)?;
             }
+        }
+        Command::Serve { addr } => {
+            if let Some(a) = addr {
+                config.server.addr = a;
+            }
+            config.validate()?;
+            serve(config)?;
         }
         Command::Eval(EvalCommand::Answers {
             set,
@@ -461,6 +481,85 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// `kbqa serve`: listens at once (so `/healthz` answers and `/readyz`
+/// says "loading"), opens the index and loads the models in the
+/// background, and serves until SIGTERM or Ctrl-C.
+fn serve(config: Config) -> anyhow::Result<()> {
+    use kbqa::server::{Engine, State};
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(&config.server.addr)
+            .await
+            .with_context(|| format!("cannot listen on {}", config.server.addr))?;
+        let addr = listener.local_addr()?;
+        eprintln!("kbqa: listening on http://{addr}");
+        if !config.server.api_keys.is_empty() {
+            eprintln!(
+                "kbqa: {} API key(s) set: /v1 routes need `Authorization: Bearer <key>`",
+                config.server.api_keys.len()
+            );
+        }
+        match (&config.slack.signing_secret, &config.slack.bot_token) {
+            (None, _) => eprintln!(
+                "kbqa: Slack routes off (set KBQA_SLACK_SIGNING_SECRET to turn them on)"
+            ),
+            (Some(_), None) => eprintln!(
+                "kbqa: Slack routes on, but KBQA_SLACK_BOT_TOKEN is not set: mentions cannot be answered"
+            ),
+            (Some(_), Some(_)) => eprintln!(
+                "kbqa: Slack routes on: /slack/events, /slack/commands (Web API {})",
+                config.slack.api_base
+            ),
+        }
+        let state = State::new(config.clone());
+        let loading = state.clone();
+        let loader = tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+            let kb = open(&config)?;
+            kb.embedder()?; // the first search should not pay for loading it
+            let llm = load_llm(&config)?;
+            loading.set_engine(Engine { kb, llm });
+            eprintln!("kbqa: ready");
+            Ok(())
+        });
+        tokio::spawn(async move {
+            let failed = match loader.await {
+                Ok(Ok(())) => return,
+                Ok(Err(e)) => format!("{e:#}"),
+                Err(e) => e.to_string(),
+            };
+            eprintln!("error: cannot start serving: {failed}");
+            std::process::exit(1);
+        });
+        kbqa::server::serve(state, listener, shutdown_signal()).await?;
+        eprintln!("kbqa: stopped");
+        Ok(())
+    })
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
 }
 
 fn load_llm(config: &Config) -> anyhow::Result<kbqa::llm::Llm> {

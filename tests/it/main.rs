@@ -9,4 +9,6 @@ mod embed;
 mod eval;
 mod gguf;
 mod models;
+mod server;
+mod slack;
 mod util;

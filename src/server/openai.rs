@@ -1,0 +1,351 @@
+//! `POST /v1/chat/completions`, compatible with OpenAI's Chat Completions
+//! API, so existing chat front ends and the `openai` client libraries can
+//! talk to kbqa.
+//!
+//! The model is always `kbqa`: retrieval plus the local LLM. The last user
+//! message is the question; earlier user messages make a follow-up
+//! self-contained (see [`crate::chat`]); system messages are ignored (the
+//! grounding rules are not negotiable). Answers carry `[n]` markers in the
+//! text and, in the extra field `kbqa` of the final message or chunk, the
+//! citations, the self-contained question and whether the answer is
+//! grounded.
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::extract::State as AxumState;
+use axum::response::sse::Event;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::api::ask_options;
+use super::error::ApiError;
+use super::{admit, event_stream, run_answer, ApiJson, Progress, State};
+use crate::answer::Answer;
+use crate::llm::Finish;
+use crate::retrieve::check_query;
+
+/// The model name clients use.
+pub const MODEL: &str = "kbqa";
+
+/// The request; fields OpenAI defines and kbqa does not use are accepted
+/// and ignored, as OpenAI-compatible servers do.
+#[derive(Debug, Deserialize)]
+pub struct ChatRequest {
+    /// Must be `kbqa`.
+    pub model: String,
+    /// The conversation.
+    pub messages: Vec<Message>,
+    /// Stream `chat.completion.chunk`s.
+    #[serde(default)]
+    pub stream: bool,
+    /// Streaming options.
+    #[serde(default)]
+    pub stream_options: Option<StreamOptions>,
+    /// Most answer tokens.
+    #[serde(default)]
+    pub max_tokens: Option<usize>,
+    /// The newer name for `max_tokens`.
+    #[serde(default)]
+    pub max_completion_tokens: Option<usize>,
+    /// Sampling temperature (default: the configured one, greedy).
+    #[serde(default)]
+    pub temperature: Option<f32>,
+    /// Nucleus sampling mass.
+    #[serde(default)]
+    pub top_p: Option<f32>,
+    /// Sampling seed.
+    #[serde(default)]
+    pub seed: Option<u64>,
+    /// Strings that end the answer.
+    #[serde(default)]
+    pub stop: Option<Stop>,
+    /// Choices; only 1 is supported.
+    #[serde(default)]
+    pub n: Option<usize>,
+}
+
+/// `stream_options`.
+#[derive(Debug, Default, Deserialize)]
+pub struct StreamOptions {
+    /// Send a last chunk with token usage.
+    #[serde(default)]
+    pub include_usage: bool,
+}
+
+/// `stop`: one string or several.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum Stop {
+    /// One.
+    One(String),
+    /// Up to four.
+    Many(Vec<String>),
+}
+
+/// One message.
+#[derive(Debug, Deserialize)]
+pub struct Message {
+    /// `system`, `developer`, `user`, `assistant` or `tool`.
+    pub role: String,
+    /// Text, or a list of content parts (only text parts are read).
+    #[serde(default)]
+    pub content: Option<Content>,
+}
+
+/// Message content.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum Content {
+    /// Plain text.
+    Text(String),
+    /// Content parts.
+    Parts(Vec<Part>),
+}
+
+/// A content part.
+#[derive(Debug, Deserialize)]
+pub struct Part {
+    /// `text`, `image_url`, …
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The text of a `text` part.
+    #[serde(default)]
+    pub text: Option<String>,
+}
+
+impl Message {
+    fn text(&self) -> String {
+        match &self.content {
+            Some(Content::Text(t)) => t.clone(),
+            Some(Content::Parts(parts)) => parts
+                .iter()
+                .filter(|p| p.kind == "text")
+                .filter_map(|p| p.text.as_deref())
+                .collect::<Vec<_>>()
+                .join("\n"),
+            None => String::new(),
+        }
+    }
+}
+
+/// The question to answer, made self-contained from the user's earlier
+/// messages.
+pub fn question_of(messages: &[Message]) -> Result<String, ApiError> {
+    let last = messages
+        .last()
+        .ok_or_else(|| ApiError::BadRequest("messages must not be empty".into()))?;
+    if last.role != "user" {
+        return Err(ApiError::BadRequest(format!(
+            "the last message must be from the user, not {:?}",
+            last.role
+        )));
+    }
+    let earlier: Vec<String> = messages[..messages.len() - 1]
+        .iter()
+        .filter(|m| m.role == "user")
+        .map(Message::text)
+        .collect();
+    Ok(crate::chat::standalone_question(&earlier, &last.text()))
+}
+
+fn finish_reason(a: &Answer) -> &'static str {
+    match a.finish {
+        Some(Finish::Length) => "length",
+        _ => "stop",
+    }
+}
+
+/// The extra field with what the OpenAI format has no place for.
+fn extension(a: &Answer) -> Value {
+    json!({
+        "question": a.question,
+        "grounded": a.grounded,
+        "refusal": a.refusal,
+        "citations": a.citations,
+        "passages": a.passages,
+        "timings": a.timings,
+    })
+}
+
+fn usage(a: &Answer) -> Value {
+    json!({
+        "prompt_tokens": a.usage.prompt_tokens,
+        "completion_tokens": a.usage.completion_tokens,
+        "total_tokens": a.usage.prompt_tokens + a.usage.completion_tokens,
+        "prompt_tokens_details": { "cached_tokens": a.usage.cached_prompt_tokens },
+    })
+}
+
+/// `POST /v1/chat/completions`.
+pub async fn chat_completions(
+    AxumState(state): AxumState<Arc<State>>,
+    ApiJson(req): ApiJson<ChatRequest>,
+) -> Result<Response, ApiError> {
+    if req.model != MODEL {
+        return Err(ApiError::NotFound(format!(
+            "model {:?} (this server has one model, {MODEL:?})",
+            req.model
+        )));
+    }
+    if req.n.is_some_and(|n| n != 1) {
+        return Err(ApiError::BadRequest("only n = 1 is supported".into()));
+    }
+    let question = question_of(&req.messages)?;
+    let mut opts = ask_options(
+        &state,
+        None,
+        None,
+        req.max_completion_tokens.or(req.max_tokens),
+        req.temperature,
+        req.top_p,
+        req.seed,
+    )?;
+    opts.sampling.stop = match req.stop {
+        None => Vec::new(),
+        Some(Stop::One(s)) => vec![s],
+        Some(Stop::Many(v)) if v.len() <= 4 => v,
+        Some(Stop::Many(_)) => return Err(ApiError::BadRequest("at most 4 stop strings".into())),
+    };
+    opts.sampling.stop.retain(|s| !s.is_empty());
+    check_query(&question, opts.k)?;
+    let admitted = admit(&state).await?;
+    let cancel = admitted.cancel.clone();
+    let mut rx = run_answer(&state, admitted, question, opts);
+    let id = format!("chatcmpl-{:016x}", crate::synth::Rng(nanos()).next());
+    let created = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+
+    if !req.stream {
+        let guard = cancel.on_drop();
+        while let Some(p) = rx.recv().await {
+            match p {
+                Progress::Text(_) => {}
+                Progress::Done(a) => {
+                    guard.disarm();
+                    return Ok(Json(json!({
+                        "id": id,
+                        "object": "chat.completion",
+                        "created": created,
+                        "model": MODEL,
+                        "choices": [{
+                            "index": 0,
+                            "message": { "role": "assistant", "content": a.answer },
+                            "finish_reason": finish_reason(&a),
+                        }],
+                        "usage": usage(&a),
+                        "kbqa": extension(&a),
+                    }))
+                    .into_response());
+                }
+                Progress::Failed(e) => return Err(e),
+            }
+        }
+        return Err(ApiError::Internal("the answer worker ended early".into()));
+    }
+
+    let include_usage = req.stream_options.is_some_and(|o| o.include_usage);
+    let chunk = move |delta: Value, finish: Option<&str>, extra: Option<Value>| {
+        let mut c = json!({
+            "id": id,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": MODEL,
+            "choices": [{ "index": 0, "delta": delta, "finish_reason": finish }],
+        });
+        if let Some(x) = extra {
+            c["kbqa"] = x;
+        }
+        if include_usage {
+            c["usage"] = Value::Null;
+        }
+        c
+    };
+    let first = chunk(json!({ "role": "assistant", "content": "" }), None, None);
+    let mut streamed = String::new();
+    Ok(event_stream(
+        rx,
+        vec![Event::default().data(first.to_string())],
+        move |p| {
+            let mut out: Vec<Value> = Vec::new();
+            let mut done = false;
+            match p {
+                Progress::Text(t) => {
+                    streamed.push_str(&t);
+                    out.push(chunk(json!({ "content": t }), None, None));
+                }
+                Progress::Done(a) => {
+                    // Text that failed the checks after it was streamed cannot
+                    // be taken back in this protocol; say so in the text.
+                    let delta = if !a.grounded && streamed.trim() != a.answer {
+                        json!({ "content": format!("\n\n[withdrawn: not supported by the knowledge base] {}", a.answer) })
+                    } else {
+                        json!({})
+                    };
+                    out.push(chunk(delta, Some(finish_reason(&a)), Some(extension(&a))));
+                    if include_usage {
+                        let mut u = chunk(json!({}), None, None);
+                        u["choices"] = json!([]);
+                        u["usage"] = usage(&a);
+                        out.push(u);
+                    }
+                    done = true;
+                }
+                Progress::Failed(e) => out.push(e.to_json()),
+            }
+            let mut events: Vec<Event> = out
+                .iter()
+                .map(|v| Event::default().data(v.to_string()))
+                .collect();
+            if done {
+                events.push(Event::default().data("[DONE]"));
+            }
+            events
+        },
+    ))
+}
+
+fn nanos() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msgs(v: &[(&str, &str)]) -> Vec<Message> {
+        v.iter()
+            .map(|(r, c)| Message {
+                role: r.to_string(),
+                content: Some(Content::Text(c.to_string())),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn follow_ups_use_earlier_user_turns() {
+        let m = msgs(&[
+            ("system", "ignored"),
+            ("user", "什么是RLHF？"),
+            ("assistant", "RLHF是基于人类反馈的强化学习[1]。"),
+            ("user", "它和SFT有什么区别？"),
+        ]);
+        assert_eq!(question_of(&m).unwrap(), "RLHF和SFT有什么区别？");
+        assert!(question_of(&msgs(&[("user", "hi"), ("assistant", "x")])).is_err());
+        assert!(question_of(&[]).is_err());
+    }
+
+    #[test]
+    fn content_parts_are_read() {
+        let m: Vec<Message> = serde_json::from_str(
+            r#"[{"role":"user","content":[{"type":"text","text":"What is SFT?"},{"type":"image_url","image_url":{"url":"x"}}]}]"#,
+        )
+        .unwrap();
+        assert_eq!(question_of(&m).unwrap(), "What is SFT?");
+    }
+}

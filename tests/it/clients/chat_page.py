@@ -1,0 +1,116 @@
+"""Drives kbqa's chat page in headless Chromium through ChromeDriver's
+W3C WebDriver protocol (plain HTTP, no client library needed).
+
+Usage: chat_page.py PAGE_URL QUESTION SCREENSHOT.png
+Prints one JSON object: the answer text and the sources shown under it.
+"""
+
+import base64
+import json
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+page, question, screenshot = sys.argv[1], sys.argv[2], sys.argv[3]
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+port = free_port()
+driver = subprocess.Popen(
+    ["chromedriver", f"--port={port}"],
+    stdout=subprocess.DEVNULL,
+    stderr=subprocess.DEVNULL,
+)
+base = f"http://127.0.0.1:{port}"
+
+
+def call(method, path, body=None):
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(
+        base + path, data=data, method=method, headers={"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(req, timeout=60) as r:
+        return json.load(r)["value"]
+
+
+try:
+    for _ in range(100):
+        try:
+            call("GET", "/status")
+            break
+        except OSError:
+            time.sleep(0.1)
+    profile = tempfile.mkdtemp()
+    session = call(
+        "POST",
+        "/session",
+        {
+            "capabilities": {
+                "alwaysMatch": {
+                    "browserName": "chrome",
+                    "goog:chromeOptions": {
+                        "binary": "/usr/bin/chromium",
+                        "args": [
+                            "--headless=new",
+                            "--no-sandbox",
+                            "--disable-gpu",
+                            "--disable-quic",
+                            "--no-first-run",
+                            "--disable-background-networking",
+                            "--disable-component-update",
+                            "--disable-sync",
+                            f"--user-data-dir={profile}",
+                            # A phone-size screen.
+                            "--window-size=390,844",
+                        ],
+                    },
+                }
+            }
+        },
+    )["sessionId"]
+    s = f"/session/{session}"
+    call("POST", s + "/url", {"url": page})
+
+    def find(css):
+        return call("POST", s + "/element", {"using": "css selector", "value": css})[
+            "element-6066-11e4-a52e-4f735466cecf"
+        ]
+
+    box = find("#q")
+    call("POST", f"{s}/element/{box}/value", {"text": question})
+    call("POST", f"{s}/element/{find('#send')}/click", {})
+    script = """
+      const turn = document.querySelector('.turn.done');
+      if (!turn) {
+        const err = document.querySelector('.answer.error');
+        return err ? {error: err.textContent} : null;
+      }
+      return {
+        answer: turn.querySelector('.answer').textContent,
+        sources: [...turn.querySelectorAll('.sources li')].map(li => li.textContent),
+        width: document.documentElement.clientWidth,
+        scrollWidth: document.documentElement.scrollWidth,
+      };
+    """
+    result = None
+    deadline = time.time() + 240
+    while time.time() < deadline:
+        result = call("POST", s + "/execute/sync", {"script": script, "args": []})
+        if result:
+            break
+        time.sleep(0.5)
+    png = call("GET", s + "/screenshot")
+    with open(screenshot, "wb") as f:
+        f.write(base64.b64decode(png))
+    call("DELETE", s)
+    json.dump(result, sys.stdout, ensure_ascii=False)
+finally:
+    driver.terminate()
