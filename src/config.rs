@@ -104,6 +104,8 @@ pub struct ServerConfig {
     pub max_body_bytes: usize,
     /// API keys; when any is set, every `/v1` route needs `Authorization: Bearer <key>`.
     pub api_keys: Vec<String>,
+    /// Keys for `/admin` routes (index reload); none: those routes are off.
+    pub admin_keys: Vec<String>,
     /// On shutdown, how long in-flight answers may run before they are cut.
     pub shutdown_grace_secs: u64,
 }
@@ -117,6 +119,7 @@ impl Default for ServerConfig {
             deadline_secs: 120,
             max_body_bytes: 64 * 1024,
             api_keys: Vec::new(),
+            admin_keys: Vec::new(),
             shutdown_grace_secs: 10,
         }
     }
@@ -393,14 +396,8 @@ impl Config {
                     self.server.deadline_secs =
                         value.parse().map_err(|_| bad("expected a number"))?
                 }
-                "API_KEYS" => {
-                    self.server.api_keys = value
-                        .split(',')
-                        .map(str::trim)
-                        .filter(|k| !k.is_empty())
-                        .map(String::from)
-                        .collect()
-                }
+                "API_KEYS" => self.server.api_keys = key_list(&value),
+                "ADMIN_KEYS" => self.server.admin_keys = key_list(&value),
                 // Variables of later subsystems (models, server) and `KBQA_LOG`
                 // are read where they are used.
                 _ => {}
@@ -433,6 +430,15 @@ impl Config {
         }
         Ok(())
     }
+}
+
+fn key_list(value: &str) -> Vec<String> {
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|k| !k.is_empty())
+        .map(String::from)
+        .collect()
 }
 
 fn parse_bool(s: &str) -> Option<bool> {

@@ -147,27 +147,11 @@ impl Kb {
     pub fn open(config: &Config, events: &mut dyn FnMut(OpenEvent)) -> Result<Kb> {
         if !config.corpus.is_dir() {
             // An index shipped without its corpus (e.g. to a replica) is still servable.
-            let generation = match index::open(&config.index_dir) {
-                Err(Error::NoIndex(_)) => return Err(Error::CorpusNotFound(config.corpus.clone())),
-                other => other?,
-            };
-            events(OpenEvent::CorpusMissing);
-            let model = match &generation.manifest.vector {
-                Some(_) => embedding_model(config, events)?,
-                None => None,
-            };
-            if let (Some(m), Some(v)) = (&model, &generation.manifest.vector) {
-                if m.sha256 != v.model_sha256 {
-                    return Err(Error::IncompatibleIndex {
-                        path: generation.dir.clone(),
-                        reason: format!(
-                            "its vectors were made by model {} and the configured model is {}",
-                            v.model, m.name
-                        ),
-                    });
-                }
+            if let Err(Error::NoIndex(_)) = index::open(&config.index_dir) {
+                return Err(Error::CorpusNotFound(config.corpus.clone()));
             }
-            return Ok(Kb::new(generation, config, model.map(|m| m.path), None));
+            events(OpenEvent::CorpusMissing);
+            return Kb::open_current(config, events);
         }
         let inputs = Inputs::load(config, events)?;
         let model_path = inputs.model.as_ref().map(|m| m.path.clone());
@@ -195,6 +179,40 @@ impl Kb {
         let (_, embedder) = inputs.build(config, events)?;
         let generation = index::open(&config.index_dir)?;
         Ok(Kb::new(generation, config, model_path, embedder))
+    }
+
+    /// Opens the live generation as it is, without comparing it with the
+    /// corpus: what a running server reloads after `kbqa index` built a new
+    /// generation, or a replica serves without the corpus. Its vectors must
+    /// still come from the configured embedding model.
+    pub fn open_current(config: &Config, events: &mut dyn FnMut(OpenEvent)) -> Result<Kb> {
+        let generation = index::open(&config.index_dir)?;
+        let model = match &generation.manifest.vector {
+            Some(_) => embedding_model(config, events)?,
+            None => None,
+        };
+        if let (Some(m), Some(v)) = (&model, &generation.manifest.vector) {
+            if m.sha256 != v.model_sha256 {
+                return Err(Error::IncompatibleIndex {
+                    path: generation.dir.clone(),
+                    reason: format!(
+                        "its vectors were made by model {} and the configured model is {}",
+                        v.model, m.name
+                    ),
+                });
+            }
+        }
+        Ok(Kb::new(generation, config, model.map(|m| m.path), None))
+    }
+
+    /// Uses `other`'s query embedder when it is loaded from the same model
+    /// file, so a reloaded knowledge base does not load the model again.
+    pub fn share_embedder(&self, other: &Kb) {
+        if self.model_path.is_some() && self.model_path == other.model_path {
+            if let Some(Ok(e)) = other.embedder.get() {
+                let _ = self.embedder.set(Ok(e.clone()));
+            }
+        }
     }
 
     /// `kbqa index`: builds a new generation unless the live one already

@@ -487,7 +487,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 /// says "loading"), opens the index and loads the models in the
 /// background, and serves until SIGTERM or Ctrl-C.
 fn serve(config: Config) -> anyhow::Result<()> {
-    use kbqa::server::{Engine, State};
+    use kbqa::server::State;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -522,7 +522,7 @@ fn serve(config: Config) -> anyhow::Result<()> {
             let kb = open(&config)?;
             kb.embedder()?; // the first search should not pay for loading it
             let llm = load_llm(&config)?;
-            loading.set_engine(Engine { kb, llm });
+            loading.set_engine(kb, llm);
             eprintln!("kbqa: ready");
             Ok(())
         });
@@ -661,6 +661,31 @@ fn print_build_event(e: BuildEvent) {
     match e {
         BuildEvent::Chunked { files, chunks } => {
             eprintln!("kbqa: chunked {files} file(s) into {chunks} chunks")
+        }
+        BuildEvent::Changes {
+            added,
+            changed,
+            removed,
+            reused,
+            to_embed,
+        } => {
+            let list = |v: &[String]| {
+                if v.len() <= 5 {
+                    v.join(", ")
+                } else {
+                    format!("{}, … ({} in all)", v[..5].join(", "), v.len())
+                }
+            };
+            for (what, files) in [
+                ("added", &added),
+                ("changed", &changed),
+                ("removed", &removed),
+            ] {
+                if !files.is_empty() {
+                    eprintln!("kbqa: {what}: {}", list(files));
+                }
+            }
+            eprintln!("kbqa: {to_embed} chunk(s) to embed, {reused} reused from the live index")
         }
         BuildEvent::Bm25 { done, total } => eprintln!("kbqa: bm25 {done}/{total}"),
         BuildEvent::Embedding { done, total } => eprintln!("kbqa: embedding {done}/{total}"),

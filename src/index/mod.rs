@@ -145,6 +145,20 @@ pub enum BuildEvent {
         /// Chunks made.
         chunks: usize,
     },
+    /// What changed since the live generation, and what that costs: only
+    /// chunks whose embedded text is new are embedded again.
+    Changes {
+        /// Files new since the live generation.
+        added: Vec<String>,
+        /// Files whose content changed.
+        changed: Vec<String>,
+        /// Files gone (their chunks leave every index).
+        removed: Vec<String>,
+        /// Chunks whose vectors were taken from the live generation.
+        reused: usize,
+        /// Chunks that will be embedded.
+        to_embed: usize,
+    },
     /// Chunks embedded so far.
     Embedding {
         /// Done.
@@ -371,6 +385,9 @@ pub fn build(
         Err(fs::TryLockError::Error(e)) => return Err(Error::io(&lock_path, e)),
     }
     remove_leftovers(index_dir);
+    // The live generation, if it can be read: its vectors are reused for
+    // chunks whose embedded text did not change.
+    let previous = open(index_dir).ok();
 
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -386,6 +403,7 @@ pub fn build(
         embedder,
         vector_config,
         created_unix: now.as_secs(),
+        previous: previous.as_ref(),
     };
     let result = write_generation(&tmp, &inputs, events);
     let manifest = match result {
@@ -420,6 +438,7 @@ struct BuildInputs<'a> {
     embedder: Option<&'a dyn Embedder>,
     vector_config: &'a VectorConfig,
     created_unix: u64,
+    previous: Option<&'a Generation>,
 }
 
 fn write_generation(
@@ -435,6 +454,7 @@ fn write_generation(
         embedder,
         vector_config,
         created_unix,
+        previous,
     } = *inputs;
     let chunks = chunk_corpus(corpus, &settings.chunker);
     events(BuildEvent::Chunked {
@@ -467,17 +487,44 @@ fn write_generation(
         &mut |done, total| events(BuildEvent::Bm25 { done, total }),
     )?;
 
+    let (added, changed, removed) = file_changes(previous, corpus);
     let vector = match (&settings.embedding, embedder) {
         (Some(es), Some(embedder)) => {
             let texts: Vec<String> = chunks.iter().map(embedding_text).collect();
-            let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+            let reusable = reusable_vectors(previous, es, embedder.dim());
+            let missing: Vec<usize> = (0..texts.len())
+                .filter(|&i| !reusable.contains_key(texts[i].as_str()))
+                .collect();
+            events(BuildEvent::Changes {
+                added,
+                changed,
+                removed,
+                reused: texts.len() - missing.len(),
+                to_embed: missing.len(),
+            });
+            let refs: Vec<&str> = missing.iter().map(|&i| texts[i].as_str()).collect();
             let total = refs.len();
             let step = (total / 50).max(1);
-            let vectors = embedder.embed_passages(&refs, &mut |done| {
-                if done % step == 0 || done == total {
-                    events(BuildEvent::Embedding { done, total })
+            let fresh = if refs.is_empty() {
+                Vec::new()
+            } else {
+                embedder.embed_passages(&refs, &mut |done| {
+                    if done % step == 0 || done == total {
+                        events(BuildEvent::Embedding { done, total })
+                    }
+                })?
+            };
+            let dim = embedder.dim();
+            let mut vectors = Vec::with_capacity(texts.len() * dim);
+            let mut fresh_rows = fresh.chunks_exact(dim);
+            for text in &texts {
+                match reusable.get(text.as_str()) {
+                    Some(v) => vectors.extend_from_slice(v),
+                    None => vectors.extend_from_slice(fresh_rows.next().ok_or_else(|| {
+                        Error::Model("the embedder returned too few vectors".into())
+                    })?),
                 }
-            })?;
+            }
             let files = vector::build(dir, &vectors, embedder.dim(), vector_config)?;
             Some(VectorManifest {
                 model: es.model.clone(),
@@ -494,7 +541,16 @@ fn write_generation(
                 "an embedding model is configured but none was loaded".into(),
             ))
         }
-        (None, _) => None,
+        (None, _) => {
+            events(BuildEvent::Changes {
+                added,
+                changed,
+                removed,
+                reused: 0,
+                to_embed: 0,
+            });
+            None
+        }
     };
 
     let manifest = Manifest {
@@ -516,6 +572,64 @@ fn write_generation(
     let json = serde_json::to_vec_pretty(&manifest).expect("manifest serialises");
     fs::write(&path, json).at(&path)?;
     Ok(manifest)
+}
+
+/// Files added, changed and removed since `previous` (everything is
+/// "added" when there is none).
+fn file_changes(
+    previous: Option<&Generation>,
+    corpus: &Corpus,
+) -> (Vec<String>, Vec<String>, Vec<String>) {
+    let before: std::collections::HashMap<&str, &str> = previous
+        .map(|g| {
+            g.manifest
+                .files
+                .iter()
+                .map(|f| (f.source.as_str(), f.sha256.as_str()))
+                .collect()
+        })
+        .unwrap_or_default();
+    let now = corpus.file_hashes();
+    let (mut added, mut changed) = (Vec::new(), Vec::new());
+    for f in &now {
+        match before.get(f.source.as_str()) {
+            None => added.push(f.source.clone()),
+            Some(&h) if h != f.sha256 => changed.push(f.source.clone()),
+            Some(_) => {}
+        }
+    }
+    let removed = before
+        .keys()
+        .filter(|s| !now.iter().any(|f| f.source == **s))
+        .map(|s| s.to_string())
+        .collect();
+    (added, changed, removed)
+}
+
+/// The live generation's vectors by embedded text, when they were made by
+/// the same model (same file checksum) with the same dimension; otherwise
+/// none are reusable.
+fn reusable_vectors<'g>(
+    previous: Option<&'g Generation>,
+    embedding: &EmbeddingSettings,
+    dim: usize,
+) -> std::collections::HashMap<String, &'g [f32]> {
+    let mut map = std::collections::HashMap::new();
+    let Some(g) = previous else {
+        return map;
+    };
+    let (Some(vm), Some(vi)) = (&g.manifest.vector, &g.vector) else {
+        return map;
+    };
+    if vm.model_sha256 != embedding.model_sha256 || vm.dim != dim || vi.dim() != dim {
+        return map;
+    }
+    for (ord, chunk) in g.chunks.iter().enumerate() {
+        if let Some(v) = vi.vector(ord) {
+            map.insert(embedding_text(chunk), v);
+        }
+    }
+    map
 }
 
 /// What is embedded for a chunk: its section path (context the passage

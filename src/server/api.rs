@@ -199,9 +199,8 @@ pub async fn ask(
 
 /// `GET /v1/models`: the one model, `kbqa` (retrieval + the local LLM).
 pub async fn models(AxumState(state): AxumState<Arc<State>>) -> Json<serde_json::Value> {
-    let generator = state.engine.get().map(|e| {
-        e.llm
-            .path()
+    let generator = state.llm.get().map(|llm| {
+        llm.path()
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
     });

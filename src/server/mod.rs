@@ -25,7 +25,7 @@ pub mod pool;
 
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Instant;
 
 use axum::extract::{DefaultBodyLimit, FromRequest, MatchedPath, Request, State as AxumState};
@@ -47,18 +47,26 @@ use error::ApiError;
 use metrics::Metrics;
 use pool::{Cancel, Pool, Slot, Stopped};
 
-/// What a loaded server answers with.
+/// What a request answers with: the knowledge base live when it started
+/// (a reload does not change it under the request) and the chat model.
+#[derive(Clone)]
 pub struct Engine {
     /// The open index.
-    pub kb: Kb,
+    pub kb: Arc<Kb>,
     /// The chat model.
-    pub llm: Llm,
+    pub llm: Arc<Llm>,
 }
 
 /// Shared by every request.
 pub struct State {
     config: Config,
-    engine: OnceLock<Arc<Engine>>,
+    /// The live knowledge base (replaced whole by a reload).
+    kb: RwLock<Option<Arc<Kb>>>,
+    llm: OnceLock<Arc<Llm>>,
+    /// SHA-256 of each admin key (for `/admin/reload`).
+    admin_keys: Vec<[u8; 32]>,
+    /// Serialises reloads.
+    reloading: tokio::sync::Mutex<()>,
     pool: Pool,
     metrics: Metrics,
     /// SHA-256 of each API key (compared in constant time).
@@ -73,15 +81,13 @@ pub struct State {
 impl State {
     /// A server for `config`, not yet ready (see [`State::set_engine`]).
     pub fn new(config: Config) -> Arc<State> {
-        let keys = config
-            .server
-            .api_keys
-            .iter()
-            .map(|k| Sha256::digest(k.as_bytes()).into())
-            .collect();
+        let keys = digests(&config.server.api_keys);
         Arc::new(State {
             pool: Pool::new(config.server.workers, config.server.queue),
-            engine: OnceLock::new(),
+            kb: RwLock::new(None),
+            llm: OnceLock::new(),
+            admin_keys: digests(&config.server.admin_keys),
+            reloading: tokio::sync::Mutex::new(()),
             metrics: Metrics::default(),
             keys,
             draining: AtomicBool::new(false),
@@ -92,8 +98,22 @@ impl State {
     }
 
     /// Makes the server ready.
-    pub fn set_engine(&self, engine: Engine) {
-        let _ = self.engine.set(Arc::new(engine));
+    pub fn set_engine(&self, kb: Kb, llm: Llm) {
+        *self.kb.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(kb));
+        let _ = self.llm.set(Arc::new(llm));
+    }
+
+    /// Makes `kb` the live knowledge base; requests already running keep
+    /// the one they started with. Returns the one it replaces.
+    pub fn replace_kb(&self, kb: Kb) -> Option<Arc<Kb>> {
+        self.kb
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .replace(Arc::new(kb))
+    }
+
+    fn live_kb(&self) -> Option<Arc<Kb>> {
+        self.kb.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// The Slack routes' state (`None`: the routes answer 404).
@@ -101,25 +121,50 @@ impl State {
         self.slack.clone()
     }
 
-    fn engine(&self) -> Result<Arc<Engine>, ApiError> {
-        self.engine
-            .get()
-            .cloned()
-            .ok_or_else(|| ApiError::Unavailable("the index and models are still loading".into()))
+    fn engine(&self) -> Result<Engine, ApiError> {
+        match (self.live_kb(), self.llm.get()) {
+            (Some(kb), Some(llm)) => Ok(Engine {
+                kb,
+                llm: llm.clone(),
+            }),
+            _ => Err(ApiError::Unavailable(
+                "the index and models are still loading".into(),
+            )),
+        }
     }
 
-    /// Whether `presented` is one of the API keys. Every key is compared,
-    /// over fixed-length digests, so timing reveals neither which key nor
-    /// how much of one matched.
+    /// Whether `presented` is one of the API keys.
     fn key_ok(&self, presented: &str) -> bool {
-        let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
-        let mut ok = 0u8;
-        for k in &self.keys {
-            let diff = k.iter().zip(&digest).fold(0u8, |acc, (a, b)| acc | (a ^ b));
-            ok |= u8::from(diff == 0);
-        }
-        ok == 1
+        key_matches(&self.keys, presented)
     }
+}
+
+fn digests(keys: &[String]) -> Vec<[u8; 32]> {
+    keys.iter()
+        .map(|k| Sha256::digest(k.as_bytes()).into())
+        .collect()
+}
+
+/// Whether `presented` is one of `keys` (digests). Every key is compared,
+/// over fixed-length digests, so timing reveals neither which key nor how
+/// much of one matched.
+fn key_matches(keys: &[[u8; 32]], presented: &str) -> bool {
+    let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
+    let mut ok = 0u8;
+    for k in keys {
+        let diff = k.iter().zip(&digest).fold(0u8, |acc, (a, b)| acc | (a ^ b));
+        ok |= u8::from(diff == 0);
+    }
+    ok == 1
+}
+
+/// The bearer token of a request, if any.
+fn bearer(headers: &axum::http::HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
 }
 
 /// The application: every route, with its middleware.
@@ -138,6 +183,7 @@ pub fn router(state: Arc<State>) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
+        .route("/admin/reload", post(reload))
         .merge(v1)
         // Signed by Slack, not by API key.
         .route("/slack/events", post(crate::bot::slack::events))
@@ -220,7 +266,7 @@ pub(crate) enum Progress {
 /// What an answer request needs before it can run: a ready engine, a
 /// worker slot (or 429) and a deadline.
 pub(crate) struct Admitted {
-    engine: Arc<Engine>,
+    engine: Engine,
     slot: Slot,
     cancel: Cancel,
 }
@@ -385,16 +431,64 @@ async fn require_key(
     if state.keys.is_empty() {
         return next.run(req).await;
     }
-    let presented = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
-    match presented {
+    match bearer(req.headers()) {
         Some(k) if state.key_ok(k) => next.run(req).await,
         _ => ApiError::Unauthorized.into_response(),
     }
+}
+
+/// `POST /admin/reload` (admin key): makes the index generation that
+/// `kbqa index` last built live, without a restart. Requests running keep
+/// the generation they started with; new ones use the new one. On error
+/// the live generation stays.
+async fn reload(
+    AxumState(state): AxumState<Arc<State>>,
+    headers: axum::http::HeaderMap,
+) -> Result<Response, ApiError> {
+    if state.admin_keys.is_empty() {
+        return Err(ApiError::NotFound(
+            "/admin/reload (set KBQA_ADMIN_KEYS to enable it)".into(),
+        ));
+    }
+    if !bearer(&headers).is_some_and(|k| key_matches(&state.admin_keys, k)) {
+        return Err(ApiError::Unauthorized);
+    }
+    let _one_at_a_time = state.reloading.lock().await;
+    let live = state.engine()?.kb;
+    let config = state.config.clone();
+    let opened = tokio::task::spawn_blocking(move || {
+        let kb = Kb::open_current(&config, &mut |_| {})?;
+        kb.share_embedder(&live);
+        if kb.generation().manifest.vector.is_some() {
+            kb.embedder()?; // loaded before it goes live, not by a request
+        }
+        Ok::<_, crate::Error>(kb)
+    })
+    .await
+    .map_err(|e| ApiError::Internal(format!("reload failed: {e}")))?
+    .map_err(|e| {
+        ApiError::Unavailable(format!(
+            "the new index cannot be opened, the live one stays: {e}"
+        ))
+    })?;
+    let generation = opened.generation().manifest.generation.clone();
+    let chunks = opened.generation().manifest.chunk_count;
+    let previous = state
+        .replace_kb(opened)
+        .map(|kb| kb.generation().manifest.generation.clone());
+    tracing::info!(
+        from = previous.as_deref().unwrap_or("none"),
+        to = %generation,
+        chunks,
+        "index reloaded"
+    );
+    Ok(Json(serde_json::json!({
+        "reloaded": previous.as_deref() != Some(generation.as_str()),
+        "index": generation,
+        "previous": previous,
+        "chunks": chunks,
+    }))
+    .into_response())
 }
 
 async fn not_found(uri: axum::http::Uri) -> ApiError {

@@ -9,6 +9,7 @@ mod embed;
 mod eval;
 mod gguf;
 mod models;
+mod reindex;
 mod server;
 mod slack;
 mod util;

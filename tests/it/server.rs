@@ -4,7 +4,7 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -18,7 +18,7 @@ pub(crate) struct Server {
     pub(crate) child: Child,
     pub(crate) addr: String,
     log: Arc<Mutex<String>>,
-    _scratch: Scratch,
+    _scratch: Option<Scratch>,
 }
 
 impl Server {
@@ -32,7 +32,20 @@ impl Server {
 
     pub(crate) fn spawn(env: &[(&str, &str)]) -> Server {
         let scratch = Scratch::with_shipped_index();
-        let mut cmd = scratch.command(&repo().join("corpus"));
+        let mut server = Server::spawn_in(&scratch, &repo().join("corpus"), env);
+        server._scratch = Some(scratch);
+        server
+    }
+
+    /// A ready server over `corpus` and the index in `scratch`.
+    pub(crate) fn start_on(scratch: &Scratch, corpus: &Path, env: &[(&str, &str)]) -> Server {
+        let server = Server::spawn_in(scratch, corpus, env);
+        server.wait_ready();
+        server
+    }
+
+    fn spawn_in(scratch: &Scratch, corpus: &Path, env: &[(&str, &str)]) -> Server {
+        let mut cmd = scratch.command(corpus);
         cmd.args(["serve", "--addr", "127.0.0.1:0"])
             .env("KBQA_LOG", "kbqa=debug")
             .stdout(Stdio::null())
@@ -62,7 +75,7 @@ impl Server {
             child,
             addr,
             log,
-            _scratch: scratch,
+            _scratch: None,
         }
     }
 

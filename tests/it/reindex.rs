@@ -1,0 +1,215 @@
+//! Incremental re-indexing (only changed files are embedded again; deleted
+//! files leave every index) and live reload of a running server.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::server::{request, Server};
+use crate::util::Scratch;
+
+/// Three documents of a few passages each.
+fn write_corpus(s: &Scratch) {
+    s.write(
+        "kb/alpha.md",
+        "# Alpha\n\n## Training\n\n大模型的训练分为预训练和微调两个阶段。预训练在海量文本上进行，让模型学会语言的规律。\n\n\
+         ## Data\n\nThe pretraining data is a large corpus of web pages, books and code. Quality filtering removes duplicates.\n",
+    );
+    s.write(
+        "kb/beta.md",
+        "# Beta\n\n## Hardware\n\n训练需要大量GPU。OLDMARK旧的说法是一块显卡就够了。\n\n\
+         ## Clusters\n\nLarge clusters connect thousands of accelerators with fast networks.\n",
+    );
+    s.write(
+        "kb/gamma.md",
+        "# Gamma\n\n## Inference\n\nQUOKKAWORD inference serves the trained model to users. Latency matters more than throughput for chat.\n",
+    );
+}
+
+fn index(s: &Scratch) -> String {
+    s.kbqa(&s.path("kb"), &["index"]).success().stderr
+}
+
+/// "N chunk(s) to embed, M reused" from `kbqa index`'s report.
+fn embed_counts(stderr: &str) -> (usize, usize) {
+    let line = stderr
+        .lines()
+        .find(|l| l.contains("chunk(s) to embed"))
+        .unwrap_or_else(|| panic!("no embed report:\n{stderr}"));
+    let nums: Vec<usize> = line
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    (nums[0], nums[1])
+}
+
+fn search(s: &Scratch, query: &str, mode: &str) -> Vec<Value> {
+    let run = s
+        .kbqa(
+            &s.path("kb"),
+            &["search", query, "--json", "-k", "50", "--mode", mode],
+        )
+        .success();
+    run.json()["results"].as_array().unwrap().clone()
+}
+
+fn vectors_by_chunk(s: &Scratch) -> Vec<(String, String, Vec<f32>)> {
+    let g = kbqa::index::open(&s.index_dir()).unwrap();
+    let v = g.vector.as_ref().unwrap();
+    g.chunks
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            (
+                c.id.clone(),
+                c.source.clone(),
+                v.vector(i).unwrap().to_vec(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn only_changed_files_are_embedded_again_and_deleted_files_disappear() {
+    let s = Scratch::new();
+    write_corpus(&s);
+    let first = index(&s);
+    let (embedded, reused) = embed_counts(&first);
+    assert_eq!(reused, 0, "{first}");
+    let total = embedded;
+    let before = vectors_by_chunk(&s);
+    let beta_chunks = before.iter().filter(|c| c.1 == "beta.md").count();
+    assert!(beta_chunks >= 1 && beta_chunks < total);
+
+    // Change one file: only its chunks are embedded again.
+    s.write(
+        "kb/beta.md",
+        "# Beta\n\n## Hardware\n\n训练需要大量GPU。ZEBRAFLOP是新的算力单位。\n\n\
+         ## Clusters\n\nLarge clusters connect thousands of accelerators with fast networks.\n",
+    );
+    let second = index(&s);
+    assert!(second.contains("changed: beta.md"), "{second}");
+    let (embedded, reused) = embed_counts(&second);
+    assert!(embedded >= 1 && embedded <= beta_chunks, "{second}");
+    assert_eq!(embedded + reused, total, "{second}");
+    let after = vectors_by_chunk(&s);
+    for (id, source, v) in &before {
+        if source != "beta.md" {
+            let same = after
+                .iter()
+                .find(|c| &c.0 == id)
+                .expect("unchanged chunk keeps its id");
+            assert_eq!(&same.2, v, "unchanged chunk {id} keeps its vector");
+        }
+    }
+    let hits = search(&s, "ZEBRAFLOP", "bm25");
+    assert_eq!(hits[0]["source"], "beta.md");
+    assert!(hits[0]["text"].as_str().unwrap().contains("ZEBRAFLOP"));
+    assert!(search(&s, "OLDMARK", "bm25")
+        .iter()
+        .all(|h| !h["text"].as_str().unwrap().contains("OLDMARK")));
+
+    // Delete a file: its chunks leave both indexes; nothing is embedded.
+    std::fs::remove_file(s.path("kb/gamma.md")).unwrap();
+    let third = index(&s);
+    assert!(third.contains("removed: gamma.md"), "{third}");
+    assert_eq!(embed_counts(&third).0, 0, "{third}");
+    for mode in ["bm25", "vector", "hybrid"] {
+        let hits = search(&s, "QUOKKAWORD inference latency", mode);
+        assert!(
+            hits.iter().all(|h| h["source"] != "gamma.md"),
+            "{mode}: {hits:?}"
+        );
+    }
+    let g = kbqa::index::open(&s.index_dir()).unwrap();
+    assert_eq!(g.vector.as_ref().unwrap().len(), g.chunks.len());
+}
+
+#[test]
+fn a_reload_under_searching_clients_fails_no_request() {
+    let s = Scratch::new();
+    write_corpus(&s);
+    index(&s);
+    let corpus = s.path("kb");
+    let index_dir = s.index_dir();
+    let scratch_kbqa = |args: &[&str]| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_kbqa"));
+        cmd.arg("--corpus")
+            .arg(&corpus)
+            .arg("--index-dir")
+            .arg(&index_dir)
+            .args(args);
+        cmd.output().unwrap()
+    };
+    let server = Server::start_on(&s, &corpus, &[("KBQA_ADMIN_KEYS", "admin-secret")]);
+    let addr = server.addr.clone();
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let statuses = Arc::new(Mutex::new(Vec::new()));
+    let clients: Vec<_> = (0..8)
+        .map(|i| {
+            let (stop, statuses, addr) = (stop.clone(), statuses.clone(), addr.clone());
+            std::thread::spawn(move || {
+                let query = if i % 2 == 0 {
+                    "ZEBRAFLOP 算力"
+                } else {
+                    "GPU clusters"
+                };
+                while !stop.load(Ordering::Relaxed) {
+                    let body = json!({ "query": query, "k": 3 }).to_string();
+                    let r = request(&addr, "POST", "/v1/search", &[], body.as_bytes());
+                    statuses.lock().unwrap().push(r.status);
+                }
+            })
+        })
+        .collect();
+
+    std::thread::sleep(Duration::from_millis(500));
+    s.write(
+        "kb/alpha.md",
+        "# Alpha\n\n## Training\n\n大模型的训练分为预训练和微调两个阶段。ZEBRAFLOP是训练时使用的新算力单位。\n",
+    );
+    let out = scratch_kbqa(&["index"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Only an admin key may reload.
+    for auth in [vec![], vec![("Authorization", "Bearer admin")]] {
+        let r = request(&addr, "POST", "/admin/reload", &auth, b"");
+        assert_eq!(r.status, 401, "{}", r.body);
+    }
+    let r = request(
+        &addr,
+        "POST",
+        "/admin/reload",
+        &[("Authorization", "Bearer admin-secret")],
+        b"",
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["reloaded"], true, "{}", r.body);
+    std::thread::sleep(Duration::from_millis(1500));
+    stop.store(true, Ordering::Relaxed);
+    for c in clients {
+        c.join().unwrap();
+    }
+    let statuses = statuses.lock().unwrap();
+    assert!(statuses.len() > 40, "only {} requests", statuses.len());
+    let failed = statuses.iter().filter(|&&s| s != 200).count();
+    assert_eq!(failed, 0, "{failed} of {} requests failed", statuses.len());
+
+    // New requests see the new generation.
+    let r = request(
+        &addr,
+        "POST",
+        "/v1/search",
+        &[],
+        br#"{"query":"ZEBRAFLOP","k":1,"mode":"bm25"}"#,
+    );
+    let hit = &r.json()["results"][0];
+    assert_eq!(hit["source"], "alpha.md", "{}", r.body);
+    assert!(server.log().contains("index reloaded"));
+}
