@@ -92,6 +92,7 @@ impl Inputs {
     fn build(
         &self,
         config: &Config,
+        reuse_live: bool,
         events: &mut dyn FnMut(OpenEvent),
     ) -> Result<(Manifest, Option<Arc<dyn Embedder>>)> {
         let embedder = match &self.model {
@@ -103,8 +104,11 @@ impl Inputs {
             &config.corpus,
             &self.corpus,
             &self.settings,
-            embedder.as_deref(),
-            &config.vector,
+            index::Vectors {
+                embedder: embedder.as_deref(),
+                config: &config.vector,
+                reuse_live,
+            },
             &mut |e| events(OpenEvent::Build(e)),
         )?;
         Ok((manifest, embedder))
@@ -176,7 +180,7 @@ impl Kb {
             });
         }
         events(OpenEvent::Rebuilding(reason));
-        let (_, embedder) = inputs.build(config, events)?;
+        let (_, embedder) = inputs.build(config, true, events)?;
         let generation = index::open(&config.index_dir)?;
         Ok(Kb::new(generation, config, model_path, embedder))
     }
@@ -231,7 +235,8 @@ impl Kb {
                 }
             }
         }
-        let (manifest, _) = inputs.build(config, events)?;
+        // `--rebuild` starts from nothing: every chunk is embedded again.
+        let (manifest, _) = inputs.build(config, !rebuild, events)?;
         Ok(IndexOutcome::Built(Box::new(manifest)))
     }
 

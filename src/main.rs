@@ -42,7 +42,7 @@ struct GlobalArgs {
 enum Command {
     /// Build the index from the corpus (only what changed since the last build).
     Index {
-        /// Rebuild even if the index matches the corpus.
+        /// Rebuild from scratch (embed every chunk again), even if the index matches the corpus.
         #[arg(long)]
         rebuild: bool,
         /// Index the good files and warn about bad ones, instead of refusing.

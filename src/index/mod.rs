@@ -39,7 +39,7 @@ use tokenizer::TokenizerKind;
 use vector::{VectorIndex, VectorManifest};
 
 /// Bumped whenever the on-disk layout changes; other versions are refused.
-pub const FORMAT_VERSION: u32 = 2;
+pub const FORMAT_VERSION: u32 = 3;
 
 const CURRENT: &str = "CURRENT";
 const MANIFEST: &str = "manifest.json";
@@ -78,6 +78,10 @@ pub struct Manifest {
     pub chunk_count: usize,
     /// sha256 of `chunks.jsonl`, to catch a damaged file.
     pub chunks_sha256: String,
+    /// sha256 of each file of the BM25 index, by name: tantivy does not
+    /// check its files on open, and a garbled term dictionary would
+    /// otherwise be served.
+    pub bm25_files: BTreeMap<String, String>,
 }
 
 /// The settings an index depends on; a change means a rebuild.
@@ -254,6 +258,7 @@ pub fn open(index_dir: &Path) -> Result<Generation> {
     let dir = index_dir.join(&name);
     let manifest = read_manifest(&dir)?;
     let chunks = read_chunks(&dir, &manifest)?;
+    verify_files(&dir.join(BM25_DIR), &manifest.bm25_files)?;
     let bm25 = Bm25Index::open(
         &dir.join(BM25_DIR),
         manifest.settings.tokenizer,
@@ -369,10 +374,14 @@ pub fn build(
     corpus_root: &Path,
     corpus: &Corpus,
     settings: &IndexSettings,
-    embedder: Option<&dyn Embedder>,
-    vector_config: &VectorConfig,
+    vectors: Vectors,
     events: &mut dyn FnMut(BuildEvent),
 ) -> Result<Manifest> {
+    let Vectors {
+        embedder,
+        config: vector_config,
+        reuse_live,
+    } = vectors;
     let started = Instant::now();
     fs::create_dir_all(index_dir).at(index_dir)?;
     let lock_path = index_dir.join(".lock");
@@ -387,7 +396,11 @@ pub fn build(
     remove_leftovers(index_dir);
     // The live generation, if it can be read: its vectors are reused for
     // chunks whose embedded text did not change.
-    let previous = open(index_dir).ok();
+    let previous = if reuse_live {
+        open(index_dir).ok()
+    } else {
+        None
+    };
 
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -428,6 +441,17 @@ pub fn build(
     });
     drop(lock);
     Ok(manifest)
+}
+
+/// How a build makes its vectors.
+pub struct Vectors<'a> {
+    /// The passage embedder (`None`: no vector index).
+    pub embedder: Option<&'a dyn Embedder>,
+    /// The HNSW settings.
+    pub config: &'a VectorConfig,
+    /// Take the vectors of unchanged chunks from the live generation
+    /// (`kbqa index`); `false` embeds everything (`kbqa index --rebuild`).
+    pub reuse_live: bool,
 }
 
 struct BuildInputs<'a> {
@@ -486,6 +510,7 @@ fn write_generation(
         &synonyms,
         &mut |done, total| events(BuildEvent::Bm25 { done, total }),
     )?;
+    let bm25_files = checksums(&bm25_dir)?;
 
     let (added, changed, removed) = file_changes(previous, corpus);
     let vector = match (&settings.embedding, embedder) {
@@ -567,11 +592,46 @@ fn write_generation(
         vector,
         chunk_count: chunks.len(),
         chunks_sha256: hex(&hasher.finalize()),
+        bm25_files,
     };
     let path = dir.join(MANIFEST);
     let json = serde_json::to_vec_pretty(&manifest).expect("manifest serialises");
     fs::write(&path, json).at(&path)?;
     Ok(manifest)
+}
+
+/// sha256 of every file in `dir` (hidden lock files excepted), by name.
+fn checksums(dir: &Path) -> Result<BTreeMap<String, String>> {
+    let mut out = BTreeMap::new();
+    for e in fs::read_dir(dir).at(dir)? {
+        let e = e.at(dir)?;
+        let name = e.file_name().to_string_lossy().into_owned();
+        if !name.starts_with('.') && e.path().is_file() {
+            out.insert(name, crate::models::fetch::sha256_file(&e.path())?);
+        }
+    }
+    Ok(out)
+}
+
+/// Checks each file of `files` (name → sha256) in `dir`: a missing or
+/// altered one is a damaged index, named.
+pub(crate) fn verify_files(dir: &Path, files: &BTreeMap<String, String>) -> Result<()> {
+    for (name, want) in files {
+        let p = dir.join(name);
+        if !p.is_file() {
+            return Err(Error::CorruptIndex {
+                path: p,
+                reason: "missing".into(),
+            });
+        }
+        if crate::models::fetch::sha256_file(&p)? != *want {
+            return Err(Error::CorruptIndex {
+                path: p,
+                reason: "its checksum does not match the manifest".into(),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Files added, changed and removed since `previous` (everything is

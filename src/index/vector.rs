@@ -154,27 +154,14 @@ impl VectorIndex {
     /// Opens the index in `dir` after checking every file against `manifest`.
     pub fn open(dir: &Path, manifest: &VectorManifest) -> Result<VectorIndex> {
         for name in file_names(manifest.count) {
-            let p = dir.join(&name);
-            let want = manifest
-                .files
-                .get(&name)
-                .ok_or_else(|| Error::CorruptIndex {
-                    path: p.clone(),
+            if !manifest.files.contains_key(&name) {
+                return Err(Error::CorruptIndex {
+                    path: dir.join(&name),
                     reason: "the manifest has no checksum for it".into(),
-                })?;
-            if !p.is_file() {
-                return Err(Error::CorruptIndex {
-                    path: p,
-                    reason: "missing".into(),
-                });
-            }
-            if crate::models::fetch::sha256_file(&p)? != *want {
-                return Err(Error::CorruptIndex {
-                    path: p,
-                    reason: "its checksum does not match the manifest".into(),
                 });
             }
         }
+        super::verify_files(dir, &manifest.files)?;
         let path = dir.join(VECTORS);
         let bytes = std::fs::read(&path).at(&path)?;
         let corrupt = |reason: &str| Error::CorruptIndex {

@@ -319,11 +319,13 @@ pub(crate) fn run_answer(
                 stopped = Some(why);
                 return false;
             }
-            if tx.blocking_send(Progress::Text(t.to_string())).is_err() {
-                stopped = Some(Stopped::Client);
-                return false;
+            match send_until_stopped(&tx, Progress::Text(t.to_string()), &cancel) {
+                Ok(()) => true,
+                Err(why) => {
+                    stopped = Some(why);
+                    false
+                }
             }
-            true
         });
         drop(slot);
         let event = match (result, stopped) {
@@ -355,9 +357,32 @@ pub(crate) fn run_answer(
             }
             (Err(e), _) => Progress::Failed(e.into()),
         };
-        let _ = tx.blocking_send(event);
+        let _ = send_until_stopped(&tx, event, &cancel);
     });
     rx
+}
+
+/// Sends `p` from a blocking worker, waiting while the channel is full (a
+/// slow reader) but not past the answer's deadline, shutdown, or the
+/// client going away: a client that stops reading cannot hold a worker.
+fn send_until_stopped(
+    tx: &mpsc::Sender<Progress>,
+    mut p: Progress,
+    cancel: &Cancel,
+) -> Result<(), Stopped> {
+    loop {
+        match tx.try_send(p) {
+            Ok(()) => return Ok(()),
+            Err(mpsc::error::TrySendError::Closed(_)) => return Err(Stopped::Client),
+            Err(mpsc::error::TrySendError::Full(back)) => {
+                if let Some(why) = cancel.stopped() {
+                    return Err(why);
+                }
+                p = back;
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+        }
+    }
 }
 
 /// Turns an answer's progress into server-sent events with `convert`

@@ -163,7 +163,7 @@ fn a_foreign_or_damaged_index_is_refused_and_rebuilt() {
     let corpus = repo().join("corpus");
     let manifest = s.index_dir().join(s.current()).join("manifest.json");
     let text = std::fs::read_to_string(&manifest).unwrap();
-    std::fs::write(&manifest, text.replace("\"format\": 2", "\"format\": 99")).unwrap();
+    std::fs::write(&manifest, text.replace("\"format\": 3", "\"format\": 99")).unwrap();
     let run = s
         .kbqa(&corpus, &["--no-auto-index", "search", "RLHF"])
         .failure();

@@ -213,3 +213,104 @@ fn a_reload_under_searching_clients_fails_no_request() {
     assert_eq!(hit["source"], "alpha.md", "{}", r.body);
     assert!(server.log().contains("index reloaded"));
 }
+
+#[test]
+fn damaged_index_files_are_refused_by_name_never_served() {
+    let corpus = crate::util::repo().join("corpus");
+    let files: Vec<String> = {
+        let s = Scratch::with_shipped_index();
+        let gen = s.index_dir().join(s.current());
+        let mut v = vec![
+            "vectors.f32".to_string(),
+            "hnsw.hnsw.graph".to_string(),
+            "hnsw.hnsw.data".to_string(),
+            "bm25/meta.json".to_string(),
+        ];
+        for e in std::fs::read_dir(gen.join("bm25")).unwrap() {
+            let name = e.unwrap().file_name().to_string_lossy().into_owned();
+            if name.ends_with(".term") || name.ends_with(".idx") || name.ends_with(".store") {
+                v.push(format!("bm25/{name}"));
+            }
+        }
+        v
+    };
+    for file in &files {
+        for how in ["truncated", "garbled"] {
+            let s = Scratch::with_shipped_index();
+            let path = s.index_dir().join(s.current()).join(file);
+            let mut bytes = std::fs::read(&path).unwrap();
+            if how == "truncated" {
+                bytes.truncate(bytes.len() / 2);
+            } else {
+                let (mid, len) = (bytes.len() / 2, bytes.len());
+                for b in &mut bytes[mid..(mid + 16).min(len)] {
+                    *b ^= 0x5a;
+                }
+            }
+            std::fs::write(&path, bytes).unwrap();
+            let run = s.kbqa(&corpus, &["--no-auto-index", "search", "RLHF", "--json"]);
+            assert!(
+                !run.ok,
+                "{file} {how}: served results from a damaged index: {}",
+                run.stdout
+            );
+            assert!(
+                !run.stderr.contains("panicked"),
+                "{file} {how}: {}",
+                run.stderr
+            );
+            assert!(
+                run.stderr.contains("kbqa index --rebuild"),
+                "{file} {how}: no fix named: {}",
+                run.stderr
+            );
+            let named = file.rsplit('/').next().unwrap();
+            assert!(
+                run.stderr.contains(named) || run.stderr.contains("bm25"),
+                "{file} {how}: the file is not named: {}",
+                run.stderr
+            );
+        }
+    }
+}
+
+#[test]
+fn a_damaged_new_generation_is_refused_by_reload_and_the_live_one_stays() {
+    let s = Scratch::new();
+    write_corpus(&s);
+    index(&s);
+    let corpus = s.path("kb");
+    let server = Server::start_on(&s, &corpus, &[("KBQA_ADMIN_KEYS", "admin-secret")]);
+    s.write(
+        "kb/gamma.md",
+        "# Gamma\n\n## New\n\nZEBRAFLOP appears only in the damaged generation.\n",
+    );
+    index(&s);
+    let vectors = s.index_dir().join(s.current()).join("vectors.f32");
+    let mut bytes = std::fs::read(&vectors).unwrap();
+    bytes.truncate(100);
+    std::fs::write(&vectors, bytes).unwrap();
+    let r = request(
+        &server.addr,
+        "POST",
+        "/admin/reload",
+        &[("Authorization", "Bearer admin-secret")],
+        b"",
+    );
+    assert_eq!(r.status, 503, "{}", r.body);
+    let message = r.json()["error"]["message"].as_str().unwrap().to_string();
+    assert!(
+        message.contains("vectors.f32") && message.contains("live one stays"),
+        "{message}"
+    );
+    let search = request(
+        &server.addr,
+        "POST",
+        "/v1/search",
+        &[],
+        br#"{"query":"QUOKKAWORD inference","k":1}"#,
+    );
+    assert_eq!(search.status, 200, "{}", search.body);
+    assert_eq!(search.json()["results"][0]["source"], "gamma.md");
+    assert!(!search.body.contains("ZEBRAFLOP"));
+}
