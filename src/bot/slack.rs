@@ -27,7 +27,7 @@ use sha2::Sha256;
 use crate::answer::Answer;
 use crate::config::SlackConfig;
 use crate::server::error::ApiError;
-use crate::server::{admit, run_answer, Progress, State};
+use crate::server::{admit, finished, run_answer, State};
 
 /// Requests older (or newer) than this are replays.
 pub const MAX_AGE_SECS: i64 = 5 * 60;
@@ -504,15 +504,9 @@ async fn answer(state: &Arc<State>, question: String) -> Result<Answer, ApiError
     let opts = crate::server::api::ask_options(state, None, None, None, None, None, None)?;
     crate::retrieve::check_query(&question, opts.k)?;
     let admitted = admit(state).await?;
-    let mut rx = run_answer(state, admitted, question, opts);
-    while let Some(p) = rx.recv().await {
-        match p {
-            Progress::Text(_) => {}
-            Progress::Done(a) => return Ok(*a),
-            Progress::Failed(e) => return Err(e),
-        }
-    }
-    Err(ApiError::Internal("the answer worker ended early".into()))
+    finished(run_answer(state, admitted, question, opts))
+        .await
+        .map(|a| *a)
 }
 
 /// What the bot says when it cannot answer at all.

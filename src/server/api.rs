@@ -11,7 +11,7 @@ use axum::Json;
 use serde::Deserialize;
 
 use super::error::ApiError;
-use super::{admit, event_stream, run_answer, ApiJson, Progress, State};
+use super::{admit, event_stream, finished, run_answer, ApiJson, Progress, State};
 use crate::answer::AskOptions;
 use crate::retrieve::{check_query, SearchMode};
 
@@ -159,21 +159,13 @@ pub async fn ask(
     check_query(&question, opts.k)?;
     let admitted = admit(&state).await?;
     let cancel = admitted.cancel.clone();
-    let mut rx = run_answer(&state, admitted, question, opts);
+    let rx = run_answer(&state, admitted, question, opts);
     if !req.stream {
         // Dropped with this future when the client goes away: stops the answer.
         let guard = cancel.on_drop();
-        while let Some(p) = rx.recv().await {
-            match p {
-                Progress::Text(_) => {}
-                Progress::Done(a) => {
-                    guard.disarm();
-                    return Ok(Json(a).into_response());
-                }
-                Progress::Failed(e) => return Err(e),
-            }
-        }
-        return Err(ApiError::Internal("the answer worker ended early".into()));
+        let answer = finished(rx).await?;
+        guard.disarm();
+        return Ok(Json(answer).into_response());
     }
     Ok(event_stream(rx, Vec::new(), |p| match p {
         Progress::Text(t) => vec![Event::default()

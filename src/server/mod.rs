@@ -333,9 +333,9 @@ pub(crate) fn run_answer(
                 state.metrics.answer(&a);
                 tracing::info!(
                     grounded = a.grounded,
-                    retrieve_ms = a.timings.retrieve_ms,
-                    prefill_ms = a.timings.prefill_ms,
-                    decode_ms = a.timings.decode_ms,
+                    retrieve_ms = tenths(a.timings.retrieve_ms),
+                    prefill_ms = tenths(a.timings.prefill_ms),
+                    decode_ms = tenths(a.timings.decode_ms),
                     prompt_tokens = a.usage.prompt_tokens,
                     completion_tokens = a.usage.completion_tokens,
                     "answered"
@@ -360,6 +360,23 @@ pub(crate) fn run_answer(
         let _ = send_until_stopped(&tx, event, &cancel);
     });
     rx
+}
+
+/// Milliseconds to a tenth, for logs.
+fn tenths(ms: f64) -> f64 {
+    (ms * 10.0).round() / 10.0
+}
+
+/// Waits for the end of an answer whose text nobody streams.
+pub(crate) async fn finished(mut rx: mpsc::Receiver<Progress>) -> Result<Box<Answer>, ApiError> {
+    while let Some(p) = rx.recv().await {
+        match p {
+            Progress::Text(_) => {}
+            Progress::Done(a) => return Ok(a),
+            Progress::Failed(e) => return Err(e),
+        }
+    }
+    Err(ApiError::Internal("the answer worker ended early".into()))
 }
 
 /// Sends `p` from a blocking worker, waiting while the channel is full (a
@@ -441,7 +458,13 @@ async fn observe(AxumState(state): AxumState<Arc<State>>, req: Request, next: Ne
     let status = response.status();
     let seconds = start.elapsed().as_secs_f64();
     state.metrics.request(&route, status.as_u16(), seconds);
-    span.in_scope(|| tracing::info!(status = status.as_u16(), ms = seconds * 1e3, "responded"));
+    span.in_scope(|| {
+        tracing::info!(
+            status = status.as_u16(),
+            ms = tenths(seconds * 1e3),
+            "responded"
+        )
+    });
     if let Ok(v) = HeaderValue::from_str(&id) {
         response.headers_mut().insert("x-request-id", v);
     }

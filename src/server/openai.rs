@@ -22,7 +22,7 @@ use serde_json::{json, Value};
 
 use super::api::ask_options;
 use super::error::ApiError;
-use super::{admit, event_stream, run_answer, ApiJson, Progress, State};
+use super::{admit, event_stream, finished, run_answer, ApiJson, Progress, State};
 use crate::answer::Answer;
 use crate::llm::Finish;
 use crate::retrieve::check_query;
@@ -213,7 +213,7 @@ pub async fn chat_completions(
     check_query(&question, opts.k)?;
     let admitted = admit(&state).await?;
     let cancel = admitted.cancel.clone();
-    let mut rx = run_answer(&state, admitted, question, opts);
+    let rx = run_answer(&state, admitted, question, opts);
     let id = format!("chatcmpl-{:016x}", crate::synth::Rng(nanos()).next());
     let created = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -221,30 +221,22 @@ pub async fn chat_completions(
 
     if !req.stream {
         let guard = cancel.on_drop();
-        while let Some(p) = rx.recv().await {
-            match p {
-                Progress::Text(_) => {}
-                Progress::Done(a) => {
-                    guard.disarm();
-                    return Ok(Json(json!({
-                        "id": id,
-                        "object": "chat.completion",
-                        "created": created,
-                        "model": MODEL,
-                        "choices": [{
-                            "index": 0,
-                            "message": { "role": "assistant", "content": a.answer },
-                            "finish_reason": finish_reason(&a),
-                        }],
-                        "usage": usage(&a),
-                        "kbqa": extension(&a),
-                    }))
-                    .into_response());
-                }
-                Progress::Failed(e) => return Err(e),
-            }
-        }
-        return Err(ApiError::Internal("the answer worker ended early".into()));
+        let a = finished(rx).await?;
+        guard.disarm();
+        return Ok(Json(json!({
+            "id": id,
+            "object": "chat.completion",
+            "created": created,
+            "model": MODEL,
+            "choices": [{
+                "index": 0,
+                "message": { "role": "assistant", "content": a.answer },
+                "finish_reason": finish_reason(&a),
+            }],
+            "usage": usage(&a),
+            "kbqa": extension(&a),
+        }))
+        .into_response());
     }
 
     let include_usage = req.stream_options.is_some_and(|o| o.include_usage);
