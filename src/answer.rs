@@ -160,6 +160,29 @@ pub struct AskOptions {
     pub refusal_threshold: f32,
 }
 
+impl AskOptions {
+    /// The options `config` describes (`[answer]`, and `search.mode`);
+    /// front ends override fields from their flags or requests.
+    pub fn from_config(config: &crate::Config) -> AskOptions {
+        let a = &config.answer;
+        AskOptions {
+            k: a.k,
+            mode: config.search.mode,
+            sampling: SamplingParams {
+                max_new_tokens: a.max_new_tokens,
+                temperature: a.temperature,
+                top_p: a.top_p,
+                seed: a.seed,
+                stop: Vec::new(),
+                gate: None,
+            },
+            max_prompt_tokens: a.max_prompt_tokens,
+            prompt: a.prompt,
+            refusal_threshold: a.refusal_threshold,
+        }
+    }
+}
+
 impl Default for AskOptions {
     fn default() -> Self {
         AskOptions {

@@ -156,21 +156,11 @@ impl GenArgs {
         if let Some(t) = self.refusal_threshold {
             a.refusal_threshold = t;
         }
-        kbqa::answer::AskOptions {
-            k: a.k,
-            mode: self.mode.unwrap_or(config.search.mode),
-            sampling: kbqa::llm::SamplingParams {
-                max_new_tokens: a.max_new_tokens,
-                temperature: a.temperature,
-                top_p: a.top_p,
-                seed: a.seed,
-                stop: Vec::new(),
-                gate: None,
-            },
-            max_prompt_tokens: a.max_prompt_tokens,
-            prompt: a.prompt,
-            refusal_threshold: a.refusal_threshold,
+        let mut opts = kbqa::answer::AskOptions::from_config(config);
+        if let Some(m) = self.mode {
+            opts.mode = m;
         }
+        opts
     }
 }
 

@@ -501,7 +501,7 @@ impl Slack {
 
 /// Answers `question` through the server's admission, as any other answer.
 async fn answer(state: &Arc<State>, question: String) -> Result<Answer, ApiError> {
-    let opts = crate::server::api::ask_options(state, None, None, None, None, None, None)?;
+    let opts = crate::answer::AskOptions::from_config(state.config());
     crate::retrieve::check_query(&question, opts.k)?;
     let admitted = admit(state).await?;
     finished(run_answer(state, admitted, question, opts))

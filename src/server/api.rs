@@ -87,39 +87,29 @@ pub(crate) fn ask_options(
     top_p: Option<f32>,
     seed: Option<u64>,
 ) -> Result<AskOptions, ApiError> {
-    let a = &state.config.answer;
-    let max_new_tokens = max_tokens.unwrap_or(a.max_new_tokens);
-    if max_new_tokens == 0 || max_new_tokens > a.context {
+    let mut opts = AskOptions::from_config(&state.config);
+    let context = state.config.answer.context;
+    let s = &mut opts.sampling;
+    s.max_new_tokens = max_tokens.unwrap_or(s.max_new_tokens);
+    if s.max_new_tokens == 0 || s.max_new_tokens > context {
         return Err(ApiError::BadRequest(format!(
-            "max_tokens must be between 1 and {}",
-            a.context
+            "max_tokens must be between 1 and {context}"
         )));
     }
-    let temperature = temperature.unwrap_or(a.temperature);
-    if !(0.0..=2.0).contains(&temperature) {
+    s.temperature = temperature.unwrap_or(s.temperature);
+    if !(0.0..=2.0).contains(&s.temperature) {
         return Err(ApiError::BadRequest(
             "temperature must be between 0 and 2".into(),
         ));
     }
-    let top_p = top_p.unwrap_or(a.top_p);
-    if !(top_p > 0.0 && top_p <= 1.0) {
+    s.top_p = top_p.unwrap_or(s.top_p);
+    if !(s.top_p > 0.0 && s.top_p <= 1.0) {
         return Err(ApiError::BadRequest("top_p must be in (0, 1]".into()));
     }
-    Ok(AskOptions {
-        k: check_k(k.unwrap_or(a.k))?,
-        mode: mode.unwrap_or(state.config.search.mode),
-        sampling: crate::llm::SamplingParams {
-            max_new_tokens,
-            temperature,
-            top_p,
-            seed: seed.unwrap_or(a.seed),
-            stop: Vec::new(),
-            gate: None,
-        },
-        max_prompt_tokens: a.max_prompt_tokens,
-        prompt: a.prompt,
-        refusal_threshold: a.refusal_threshold,
-    })
+    s.seed = seed.unwrap_or(s.seed);
+    opts.k = check_k(k.unwrap_or(opts.k))?;
+    opts.mode = mode.unwrap_or(opts.mode);
+    Ok(opts)
 }
 
 /// `POST /v1/search` → `{"results": [...]}`, as `kbqa search --json`.

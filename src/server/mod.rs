@@ -116,6 +116,11 @@ impl State {
         self.kb.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
+    /// The resolved configuration.
+    pub(crate) fn config(&self) -> &Config {
+        &self.config
+    }
+
     /// The Slack routes' state (`None`: the routes answer 404).
     pub(crate) fn slack(&self) -> Option<Arc<crate::bot::slack::Slack>> {
         self.slack.clone()
