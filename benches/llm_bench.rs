@@ -41,7 +41,7 @@ fn main() -> Result<()> {
             max_new_tokens: 60,
             ..Default::default()
         };
-        let g = llm.generate(&prefix, &rest, &params, &mut |_| true)?;
+        let g = llm.generate_tokens(&prefix, &rest, &params, &mut |_| true)?;
         println!("{}", g.text);
         return Ok(());
     }

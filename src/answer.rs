@@ -10,12 +10,15 @@
 //!   adds to the question must appear in one passage, or (across
 //!   languages) a sentence of one passage must mean the same (e5), and
 //!   that passage is then cited; otherwise it is refused;
+//! - an answer with citations must be supported by the passages it cites,
+//!   the same way (a citation is a claim, not a proof);
 //! - numbers and digit-bearing names in an answer must appear in the
 //!   passages it cites;
 //! - a refusal is a fixed sentence in the question's language with
 //!   `grounded: false`, never the model's own guess;
 //! - questions and passages are data: special-token text in them is
-//!   encoded as plain text (see [`crate::llm::Llm::encode_text`]), and the
+//!   encoded as plain text (see [`crate::llm::Llm::encode_text`]; a model
+//!   server applies its own template to the messages), and the
 //!   system prompt says instructions inside them are not to be followed.
 
 use std::collections::HashSet;
@@ -26,7 +29,7 @@ use serde::{Deserialize, Serialize};
 use crate::chunk::{is_cjk, sentences};
 use crate::error::{Error, Result};
 use crate::kb::Kb;
-use crate::llm::{Finish, Llm, SamplingParams};
+use crate::llm::{ChatPrompt, Finish, Generator, RefusalGate, SamplingParams};
 use crate::retrieve::{check_query, SearchHit, SearchMode};
 
 /// What the model writes when the passages do not hold the answer.
@@ -312,10 +315,11 @@ pub struct Answer {
 
 /// Answers `question` from the knowledge base. `on_text` receives the
 /// answer text as it is generated (never the `NOT_IN_KB` marker) and
-/// returns `false` to cancel.
+/// returns `false` to cancel; it is also called with `""` now and then
+/// while a model server is silent, so a caller can cancel then too.
 pub fn ask(
     kb: &Kb,
-    llm: &Llm,
+    generator: &dyn Generator,
     question: &str,
     opts: &AskOptions,
     on_text: &mut dyn FnMut(&str) -> bool,
@@ -326,10 +330,7 @@ pub fn ask(
     let lang = Lang::detect(question);
     let hits = kb.search(question, opts.k, opts.mode)?;
     let retrieve_ms = ms(start);
-    let model = llm
-        .path()
-        .file_name()
-        .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+    let model = generator.name();
     let mut answer = Answer {
         question: question.to_string(),
         answer: String::new(),
@@ -352,7 +353,12 @@ pub fn ask(
         return Ok(refuse(answer, Refusal::NoPassages, start, on_text));
     }
 
-    let (prefix, rest, given) = build_prompt(llm, question, lang, &hits, opts)?;
+    let (user, given) = build_prompt(generator, question, lang, &hits, opts)?;
+    let prompt = ChatPrompt {
+        system: opts.prompt.system(),
+        examples: opts.prompt.examples(),
+        user: &user,
+    };
     answer.passages = given
         .iter()
         .map(|s| s.hit)
@@ -372,12 +378,19 @@ pub fn ask(
     let mut decided: Option<bool> = None; // Some(true) = an answer, Some(false) = a refusal
     let mut first_token_ms = None;
     let mut cancelled_by_client = false;
-    let mut sampling = opts.sampling.clone();
-    sampling.gate = Some(crate::llm::FirstTokenGate {
-        tokens: marker_tokens(llm)?,
+    let gate = RefusalGate {
+        marker: NOT_IN_KB,
         threshold: opts.refusal_threshold,
-    });
-    let generation = llm.generate(&prefix, &rest, &sampling, &mut |piece| {
+    };
+    let generation = generator.generate(&prompt, &opts.sampling, Some(&gate), &mut |piece| {
+        if piece.is_empty() {
+            // A heartbeat: the caller may cancel while nothing arrives.
+            if on_text("") {
+                return true;
+            }
+            cancelled_by_client = true;
+            return false;
+        }
         raw.push_str(piece);
         if decided.is_none() {
             let head = raw.trim_start();
@@ -436,18 +449,19 @@ pub fn ask(
         answer.model_text = Some(text);
         return Ok(refuse(answer, Refusal::ModelDeclined, start, on_text));
     }
-    if text.is_empty() {
+    if strip_markers(&text).trim().is_empty() {
         return Ok(refuse(answer, Refusal::Empty, start, on_text));
     }
+    let shown: Vec<&str> = given.iter().map(|s| s.text.as_str()).collect();
     let mut inferred = false;
     let cited = if cited.is_empty() {
         // Uncited: accept only what one passage visibly supports.
-        match best_support(&text, question, &given) {
+        match best_support(&text, question, &shown) {
             Some(i) => {
                 inferred = true;
                 vec![i + 1]
             }
-            None => match embedding_support(&text, &given, kb) {
+            None => match embedding_support(&text, &shown, kb) {
                 // Across languages words cannot be matched; meaning can.
                 Some((i, cos)) if cos >= EMBEDDING_SUPPORT => {
                     inferred = true;
@@ -460,6 +474,14 @@ pub fn ask(
             },
         }
     } else {
+        // Cited: the cited passages must back what the answer adds to the
+        // question ("OpenAI的创始人是李彦宏[1]" cites a passage about OpenAI
+        // that never names a founder).
+        let texts: Vec<&str> = cited.iter().map(|&n| shown[n - 1]).collect();
+        if !cited_support(&text, question, &texts, kb) {
+            answer.model_text = Some(text);
+            return Ok(refuse(answer, Refusal::Unsupported, start, on_text));
+        }
         cited
     };
     // Numbers and model names are where a small model invents facts
@@ -509,19 +531,6 @@ pub fn ask(
     Ok(answer)
 }
 
-/// The first tokens of the refusal marker as the model would write it.
-fn marker_tokens(llm: &Llm) -> Result<Vec<u32>> {
-    let mut out = Vec::new();
-    for form in [NOT_IN_KB, " NOT_IN_KB", "\nNOT_IN_KB"] {
-        if let Some(&t) = llm.encode_text(form)?.first() {
-            if !out.contains(&t) && llm.tokenizer.decode(&[t])?.trim().len() >= 2 {
-                out.push(t);
-            }
-        }
-    }
-    Ok(out)
-}
-
 fn ms(since: Instant) -> f64 {
     since.elapsed().as_secs_f64() * 1e3
 }
@@ -556,12 +565,13 @@ struct Shown<'h> {
 }
 
 fn build_prompt<'h>(
-    llm: &Llm,
+    generator: &dyn Generator,
     question: &str,
     lang: Lang,
     hits: &'h [SearchHit],
     opts: &AskOptions,
-) -> Result<(Vec<u32>, Vec<u32>, Vec<Shown<'h>>)> {
+) -> Result<(String, Vec<Shown<'h>>)> {
+    let tokens = |text: &str| generator.count_tokens(text);
     let budget = opts.max_prompt_tokens;
     let (system, examples) = (opts.prompt.system(), opts.prompt.examples());
     let tail = format!(
@@ -571,9 +581,8 @@ fn build_prompt<'h>(
             Lang::En => "Answer in English in 1-3 sentences, and cite the passage number after each fact, like [1].",
         }
     );
-    let (prefix, _) = llm.chat_prompt(system, examples, "")?;
     // Template tokens around the user message, and the question part.
-    let fixed = prefix.len() + llm.encode_text(&tail)?.len() + 16;
+    let fixed = generator.fixed_tokens(system, examples)? + tokens(&tail)? + 16;
     if fixed >= budget {
         return Err(Error::InvalidQuery(format!(
             "the question is too long for the model's prompt budget ({budget} tokens)"
@@ -584,21 +593,20 @@ fn build_prompt<'h>(
     let mut given = Vec::new();
     for hit in hits {
         let header = format!("[{}] ({})\n", given.len() + 1, section_label(hit));
-        let header_tokens = llm.encode_text(&header)?.len();
+        let header_tokens = tokens(&header)?;
         if header_tokens + 8 > left {
             break;
         }
         let shown = passage_text(hit, lang);
         let text = shown.trim();
-        let tokens = llm.encode_text(text)?.len() + 1;
-        let kept = if header_tokens + tokens <= left {
+        let kept = if header_tokens + tokens(text)? < left {
             text.to_string()
         } else {
             // Whole sentences while they fit.
             let mut kept = String::new();
             for (s, e) in sentences(text, 0, text.len()) {
                 let candidate = format!("{kept}{}", &text[s..e]);
-                if header_tokens + llm.encode_text(&candidate)?.len() + 1 > left {
+                if header_tokens + tokens(&candidate)? + 1 > left {
                     break;
                 }
                 kept = candidate;
@@ -608,7 +616,7 @@ fn build_prompt<'h>(
             }
             kept
         };
-        left -= header_tokens + llm.encode_text(&kept)?.len() + 1;
+        left -= header_tokens + tokens(&kept)? + 1;
         body.push_str(&header);
         body.push_str(kept.trim());
         body.push_str("\n\n");
@@ -623,8 +631,7 @@ fn build_prompt<'h>(
         )));
     }
     body.push_str(&tail);
-    let (prefix, rest) = llm.chat_prompt(system, examples, &body)?;
-    Ok((prefix, rest, given))
+    Ok((body, given))
 }
 
 /// What the model sees of a passage. A glossary entry holds its term line
@@ -831,31 +838,71 @@ pub fn unsupported_specifics(answer: &str, passages: &str) -> Vec<String> {
     missing
 }
 
-/// The passage (index into `given`) that supports most of what the
-/// answer adds to the question (its content units not already in the
-/// question), if it supports at least half of them.
-fn best_support(answer: &str, question: &str, given: &[Shown]) -> Option<usize> {
+/// The share of what `answer` adds to `question` (its content units not
+/// already in the question) that `passage` contains; `None` when the
+/// answer adds nothing.
+fn overlap(answer: &str, question: &str, passage: &str) -> Option<f32> {
     let q = units(question);
-    let a: HashSet<String> = units(answer)
+    let a: HashSet<String> = units(&strip_markers(answer))
         .into_iter()
         .filter(|u| !q.contains(u))
         .collect();
     if a.is_empty() {
         return None;
     }
+    let p = units(passage);
+    Some(a.iter().filter(|u| p.contains(*u)).count() as f32 / a.len() as f32)
+}
+
+/// The passage (index into `given`) that supports most of what the
+/// answer adds to the question, if it supports at least half of it.
+fn best_support(answer: &str, question: &str, given: &[&str]) -> Option<usize> {
     given
         .iter()
         .enumerate()
-        .map(|(i, h)| {
-            let p = units(&h.text);
-            (
-                i,
-                a.iter().filter(|u| p.contains(*u)).count() as f32 / a.len() as f32,
-            )
-        })
+        .filter_map(|(i, p)| Some((i, overlap(answer, question, p)?)))
         .filter(|&(_, s)| s >= 0.5)
         .max_by(|x, y| x.1.total_cmp(&y.1))
         .map(|(i, _)| i)
+}
+
+/// How well passages back an answer, by the two measures the checks use
+/// (public so the thresholds can be calibrated: `examples/support_calibration.rs`).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Support {
+    /// Share of what the answer adds to the question (words, Chinese
+    /// bigrams) found in the passages together; `None`: it adds nothing.
+    pub overlap: Option<f32>,
+    /// Best e5 cosine of the answer with one sentence of the passages.
+    pub cosine: Option<f32>,
+}
+
+/// Both measures of how `passages` back `answer` to `question`.
+pub fn support(answer: &str, question: &str, passages: &[&str], kb: &Kb) -> Support {
+    Support {
+        overlap: overlap(answer, question, &passages.join("\n")),
+        cosine: embedding_support(answer, passages, kb).map(|(_, c)| c),
+    }
+}
+
+/// Share of an answer's additions its cited passages must hold, unless the
+/// meaning matches ([`CITED_COSINE`]). Calibrated on the eval set (BENCHMARKS.md).
+pub const CITED_OVERLAP: f32 = 0.5;
+
+/// Cosine with a cited sentence that backs an answer whose words do not
+/// match (across languages). Calibrated on the eval set (BENCHMARKS.md).
+pub const CITED_COSINE: f32 = 0.92;
+
+/// Whether the cited passages back the answer: most of its words, or
+/// (the embedding is only computed when the words fall short) its meaning.
+fn cited_support(answer: &str, question: &str, cited: &[&str], kb: &Kb) -> bool {
+    let words = overlap(answer, question, &cited.join("\n"));
+    if words.is_some_and(|o| o >= CITED_OVERLAP) {
+        return true;
+    }
+    let meaning = embedding_support(answer, cited, kb).map(|(_, c)| c);
+    tracing::debug!(?words, ?meaning, "support of a cited answer");
+    meaning.is_some_and(|c| c >= CITED_COSINE)
 }
 
 /// The sentence(s) of `passage` that best support `answer`: by shared
@@ -931,14 +978,14 @@ pub const EMBEDDING_SUPPORT: f32 = 0.905;
 
 /// The passage with the sentence most similar to the answer, and that
 /// similarity.
-fn embedding_support(answer: &str, given: &[Shown], kb: &Kb) -> Option<(usize, f32)> {
+fn embedding_support(answer: &str, given: &[&str], kb: &Kb) -> Option<(usize, f32)> {
     let embedder = kb.embedder().ok()?;
     let q = embedder.embed_query(&strip_markers(answer)).ok()?;
     let mut owner = Vec::new();
     let mut sents: Vec<&str> = Vec::new();
     for (i, shown) in given.iter().enumerate() {
-        for (a, b) in sentences(&shown.text, 0, shown.text.len()) {
-            let t = shown.text[a..b].trim();
+        for (a, b) in sentences(shown, 0, shown.len()) {
+            let t = shown[a..b].trim();
             if t.chars().filter(|c| c.is_alphanumeric()).count() >= 4 {
                 owner.push(i);
                 sents.push(t);

@@ -47,6 +47,103 @@ pub struct Config {
     pub server: ServerConfig,
     /// The Slack bot routes of the HTTP service.
     pub slack: SlackConfig,
+    /// Where answers are generated: in process, or by a model server.
+    pub generator: GeneratorConfig,
+    /// Where passages and queries are embedded: in process, or by a model server.
+    pub embedder: EmbedderConfig,
+}
+
+/// Which engine runs a model.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// In this process, with candle (`models.*` names the model).
+    #[default]
+    Local,
+    /// An OpenAI-compatible HTTP endpoint (llama.cpp's server, vLLM,
+    /// Ollama, TGI, a text-embeddings server).
+    Openai,
+}
+
+impl std::str::FromStr for Backend {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "local" => Ok(Backend::Local),
+            "openai" => Ok(Backend::Openai),
+            other => Err(format!("unknown backend {other:?} (local or openai)")),
+        }
+    }
+}
+
+/// An OpenAI-compatible endpoint.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OpenAiConfig {
+    /// Base URL, up to and including `/v1` (`http://10.0.0.5:8081/v1`).
+    pub url: String,
+    /// The model name sent in requests (what the server calls its model).
+    pub model: String,
+    /// Sent as `Authorization: Bearer <key>` when set.
+    pub api_key: Option<String>,
+    /// Longest wait for a connection or for the next piece of a response.
+    pub timeout_secs: u64,
+    /// Retries of a request refused with 429/5xx or not connected (with
+    /// backoff); a request that has started streaming is never retried.
+    pub retries: u32,
+}
+
+impl Default for OpenAiConfig {
+    fn default() -> Self {
+        OpenAiConfig {
+            url: String::new(),
+            model: String::new(),
+            api_key: None,
+            timeout_secs: 60,
+            retries: 2,
+        }
+    }
+}
+
+/// Keys stay out of logs and error messages.
+impl std::fmt::Debug for OpenAiConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OpenAiConfig")
+            .field("url", &self.url)
+            .field("model", &self.model)
+            .field("api_key", &self.api_key.as_ref().map(|_| "<set>"))
+            .field("timeout_secs", &self.timeout_secs)
+            .field("retries", &self.retries)
+            .finish()
+    }
+}
+
+/// The answer generator's engine.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GeneratorConfig {
+    /// `local` (candle, `models.generator`) or `openai`.
+    pub backend: Backend,
+    /// The endpoint, for `openai`.
+    pub openai: OpenAiConfig,
+    /// For `openai`: a known model name or GGUF path with the server
+    /// model's tokenizer, so prompts are budgeted exactly (the same prompt
+    /// as in process). Empty: token counts are estimated, on the high side.
+    pub tokenizer: String,
+}
+
+/// The embedding model's engine.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EmbedderConfig {
+    /// `local` (candle, `models.embedding`) or `openai`.
+    pub backend: Backend,
+    /// The endpoint, for `openai`.
+    pub openai: OpenAiConfig,
+    /// Put before a query (models such as e5 want `"query: "`).
+    pub query_prefix: String,
+    /// Put before a passage (`"passage: "` for e5).
+    pub passage_prefix: String,
 }
 
 /// The Slack (or Slack-compatible) bot.
@@ -61,6 +158,33 @@ pub struct SlackConfig {
     pub api_base: String,
     /// Slash-command answers visible to the channel (else only to the asker).
     pub in_channel: bool,
+    /// A Redis (`redis://[:password@]host[:port][/db]`) the replicas share
+    /// to answer each Slack event once; without it each replica remembers
+    /// only its own deliveries.
+    #[serde(with = "redis_url")]
+    pub dedupe_redis: Option<crate::bot::redis::Redis>,
+}
+
+/// `slack.dedupe_redis` as its URL in TOML, parsed (and checked) on load.
+mod redis_url {
+    use crate::bot::redis::Redis;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(r: &Option<Redis>, s: S) -> Result<S::Ok, S::Error> {
+        match r {
+            Some(r) => s.serialize_some(&format!("redis://{}", r.addr())),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Redis>, D::Error> {
+        match Option::<String>::deserialize(d)? {
+            Some(url) if !url.trim().is_empty() => Redis::from_url(&url)
+                .map(Some)
+                .map_err(serde::de::Error::custom),
+            _ => Ok(None),
+        }
+    }
 }
 
 impl Default for SlackConfig {
@@ -70,6 +194,7 @@ impl Default for SlackConfig {
             bot_token: None,
             api_base: "https://slack.com/api".to_string(),
             in_channel: false,
+            dedupe_redis: None,
         }
     }
 }
@@ -83,6 +208,7 @@ impl std::fmt::Debug for SlackConfig {
             .field("bot_token", &hidden(&self.bot_token))
             .field("api_base", &self.api_base)
             .field("in_channel", &self.in_channel)
+            .field("dedupe_redis", &self.dedupe_redis)
             .finish()
     }
 }
@@ -260,6 +386,8 @@ impl Default for Config {
             answer: AnswerConfig::default(),
             server: ServerConfig::default(),
             slack: SlackConfig::default(),
+            generator: GeneratorConfig::default(),
+            embedder: EmbedderConfig::default(),
         }
     }
 }
@@ -295,7 +423,9 @@ pub const DEFAULT_CONFIG_FILE: &str = "kbqa.toml";
 
 impl Config {
     /// Defaults, then `file` (or `./kbqa.toml` if it exists), then the
-    /// process environment.
+    /// process environment. Not yet validated: front ends apply their flags
+    /// first, then call [`Config::validate`] (a setting the environment
+    /// leaves incomplete may be completed by a flag).
     pub fn load(file: Option<&Path>) -> Result<Config> {
         let mut config = match file {
             Some(path) => Config::from_file(path)?,
@@ -305,7 +435,6 @@ impl Config {
             None => Config::default(),
         };
         config.apply_env(std::env::vars())?;
-        config.validate()?;
         Ok(config)
     }
 
@@ -381,6 +510,16 @@ impl Config {
                 "SLACK_BOT_TOKEN" => {
                     self.slack.bot_token = Some(value.clone()).filter(|v| !v.is_empty())
                 }
+                "SLACK_DEDUPE_REDIS" => {
+                    self.slack.dedupe_redis =
+                        match value.trim() {
+                            "" => None,
+                            // (not `bad`: the value may hold a password)
+                            url => Some(crate::bot::redis::Redis::from_url(url).map_err(|e| {
+                                Error::Config(format!("KBQA_SLACK_DEDUPE_REDIS: {e}"))
+                            })?),
+                        }
+                }
                 "SLACK_API_BASE" => self.slack.api_base = value.trim_end_matches('/').to_string(),
                 "SLACK_IN_CHANNEL" => {
                     self.slack.in_channel =
@@ -397,6 +536,21 @@ impl Config {
                         value.parse().map_err(|_| bad("expected a number"))?
                 }
                 "API_KEYS" => self.server.api_keys = key_list(&value),
+                "GENERATOR" => {
+                    self.generator.backend = value.parse().map_err(|e: String| bad(&e))?
+                }
+                "LLM_URL" => self.generator.openai.url = value.clone(),
+                "LLM_MODEL" => self.generator.openai.model = value.clone(),
+                "LLM_TOKENIZER" => self.generator.tokenizer = value.clone(),
+                "LLM_API_KEY" => {
+                    self.generator.openai.api_key = Some(value.clone()).filter(|v| !v.is_empty())
+                }
+                "EMBEDDER" => self.embedder.backend = value.parse().map_err(|e: String| bad(&e))?,
+                "EMBED_URL" => self.embedder.openai.url = value.clone(),
+                "EMBED_MODEL" => self.embedder.openai.model = value.clone(),
+                "EMBED_API_KEY" => {
+                    self.embedder.openai.api_key = Some(value.clone()).filter(|v| !v.is_empty())
+                }
                 "ADMIN_KEYS" => self.server.admin_keys = key_list(&value),
                 // Variables of later subsystems (models, server) and `KBQA_LOG`
                 // are read where they are used.
@@ -423,6 +577,30 @@ impl Config {
         if self.server.deadline_secs == 0 {
             return Err(Error::Config(
                 "server.deadline_secs must be at least 1".into(),
+            ));
+        }
+        for (what, backend, openai) in [
+            ("generator", self.generator.backend, &self.generator.openai),
+            ("embedder", self.embedder.backend, &self.embedder.openai),
+        ] {
+            if backend == Backend::Openai {
+                let url = openai.url.trim();
+                if !(url.starts_with("http://") || url.starts_with("https://")) {
+                    return Err(Error::Config(format!(
+                        "{what}.backend = \"openai\" needs {what}.openai.url, an http(s) URL ending in /v1 (got {url:?})"
+                    )));
+                }
+                if openai.timeout_secs == 0 {
+                    return Err(Error::Config(format!(
+                        "{what}.openai.timeout_secs must be at least 1"
+                    )));
+                }
+            }
+        }
+        if self.embedder.backend == Backend::Openai && self.embedder.openai.model.trim().is_empty()
+        {
+            return Err(Error::Config(
+                "embedder.openai.model must name the embedding model: the index records it, so vectors of different models are never mixed".into(),
             ));
         }
         if self.search.k == 0 {

@@ -138,6 +138,16 @@ pub enum Error {
     #[error("model error: {0}")]
     Model(String),
 
+    /// A remote model server (generation or embeddings over the OpenAI
+    /// protocol) is unreachable, failed, or broke off its answer.
+    #[error("model server {url}: {reason}")]
+    Upstream {
+        /// The endpoint.
+        url: String,
+        /// What went wrong, for a person.
+        reason: String,
+    },
+
     /// An I/O failure, with the path it concerned.
     #[error("{path}: {source}")]
     Io {

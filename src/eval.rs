@@ -319,7 +319,7 @@ pub fn missing_keywords(keywords: &[String], answer: &str) -> Vec<String> {
 /// Asks every question and judges the answers. `progress` gets each outcome.
 pub fn evaluate_answers(
     kb: &Kb,
-    llm: &crate::llm::Llm,
+    generator: &dyn crate::llm::Generator,
     items: &[EvalItem],
     opts: &crate::answer::AskOptions,
     progress: &mut dyn FnMut(usize, &AnswerOutcome),
@@ -332,7 +332,7 @@ pub fn evaluate_answers(
         .map(|c| (c.id.as_str(), c.text.as_str()))
         .collect();
     for (i, item) in items.iter().enumerate() {
-        let a = crate::answer::ask(kb, llm, &item.question, opts, &mut |_| true)?;
+        let a = crate::answer::ask(kb, generator, &item.question, opts, &mut |_| true)?;
         let missing = if a.grounded {
             missing_keywords(&item.keywords, &a.answer)
         } else {
@@ -369,10 +369,7 @@ pub fn evaluate_answers(
     }
     let by_lang = per_lang(&outcomes, |o| &o.lang, answer_metrics);
     Ok(AnswerReport {
-        model: llm
-            .path()
-            .file_name()
-            .map_or_else(String::new, |n| n.to_string_lossy().into_owned()),
+        model: generator.name(),
         overall: answer_metrics(&outcomes.iter().collect::<Vec<_>>()),
         by_lang,
         outcomes,

@@ -3,9 +3,10 @@
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 
+use crate::config::Backend;
 use crate::config::{Config, SearchConfig, VectorConfig};
 use crate::corpus::Corpus;
-use crate::embed::{E5Embedder, Embedder};
+use crate::embed::{E5Embedder, Embedder, OpenAiEmbedder};
 use crate::error::{Error, Result};
 use crate::index::{self, BuildEvent, Freshness, Generation, IndexSettings, Manifest};
 use crate::models::fetch::{self, FetchEvent};
@@ -33,19 +34,48 @@ pub enum IndexOutcome {
     Built(Box<Manifest>),
 }
 
-/// The embedding model a config asks for: its file and identity.
+/// The embedding model a config asks for: where it runs and its identity
+/// (what an index manifest records, so vectors are never mixed).
+#[derive(Clone)]
 struct ModelChoice {
     name: String,
-    path: PathBuf,
     sha256: String,
+    source: Source,
 }
 
-/// Resolves `config.models.embedding` (fetching a known model on first
-/// use); `None` when vectors are turned off (`embedding = "none"`).
+#[derive(Clone)]
+enum Source {
+    /// An E5S1 file, loaded in process when first needed.
+    File(PathBuf),
+    /// A server, already connected.
+    Server(Arc<dyn Embedder>),
+}
+
+impl ModelChoice {
+    fn load(&self) -> Result<Arc<dyn Embedder>> {
+        match &self.source {
+            Source::File(path) => Ok(Arc::new(E5Embedder::load(path)?)),
+            Source::Server(e) => Ok(e.clone()),
+        }
+    }
+}
+
+/// Resolves the embedding model: `embedder.backend = "openai"` connects to
+/// the server; otherwise `config.models.embedding` (fetching a known model
+/// on first use). `None` when vectors are turned off (`embedding = "none"`).
 fn embedding_model(
     config: &Config,
     events: &mut dyn FnMut(OpenEvent),
 ) -> Result<Option<ModelChoice>> {
+    if config.embedder.backend == Backend::Openai {
+        let e = OpenAiEmbedder::connect(&config.embedder)?;
+        let (name, sha256) = e.identity();
+        return Ok(Some(ModelChoice {
+            name,
+            sha256,
+            source: Source::Server(Arc::new(e)),
+        }));
+    }
     let name = config.models.embedding.trim();
     if name.is_empty() || name == "none" {
         return Ok(None);
@@ -59,8 +89,8 @@ fn embedding_model(
     };
     Ok(Some(ModelChoice {
         name: name.to_string(),
-        path,
         sha256,
+        source: Source::File(path),
     }))
 }
 
@@ -96,7 +126,7 @@ impl Inputs {
         events: &mut dyn FnMut(OpenEvent),
     ) -> Result<(Manifest, Option<Arc<dyn Embedder>>)> {
         let embedder = match &self.model {
-            Some(m) => Some(Arc::new(E5Embedder::load(&m.path)?) as Arc<dyn Embedder>),
+            Some(m) => Some(m.load()?),
             None => None,
         };
         let manifest = index::build(
@@ -121,7 +151,7 @@ pub struct Kb {
     generation: Generation,
     search: SearchConfig,
     vector: VectorConfig,
-    model_path: Option<PathBuf>,
+    model: Option<ModelChoice>,
     embedder: OnceLock<std::result::Result<Arc<dyn Embedder>, String>>,
 }
 
@@ -129,7 +159,7 @@ impl Kb {
     fn new(
         generation: Generation,
         config: &Config,
-        model_path: Option<PathBuf>,
+        model: Option<ModelChoice>,
         embedder: Option<Arc<dyn Embedder>>,
     ) -> Kb {
         let cell = OnceLock::new();
@@ -140,7 +170,7 @@ impl Kb {
             generation,
             search: config.search.clone(),
             vector: config.vector.clone(),
-            model_path,
+            model,
             embedder: cell,
         }
     }
@@ -158,13 +188,13 @@ impl Kb {
             return Kb::open_current(config, events);
         }
         let inputs = Inputs::load(config, events)?;
-        let model_path = inputs.model.as_ref().map(|m| m.path.clone());
+        let model = inputs.model.clone();
         let reason = match index::open(&config.index_dir) {
             Ok(generation) => match generation
                 .manifest
                 .freshness(&inputs.corpus, &inputs.settings)
             {
-                Freshness::Fresh => return Ok(Kb::new(generation, config, model_path, None)),
+                Freshness::Fresh => return Ok(Kb::new(generation, config, model, None)),
                 Freshness::Stale(reason) => format!("the index is out of date: {reason}"),
             },
             Err(Error::NoIndex(_)) => "there is no index yet".to_string(),
@@ -182,7 +212,7 @@ impl Kb {
         events(OpenEvent::Rebuilding(reason));
         let (_, embedder) = inputs.build(config, true, events)?;
         let generation = index::open(&config.index_dir)?;
-        Ok(Kb::new(generation, config, model_path, embedder))
+        Ok(Kb::new(generation, config, model, embedder))
     }
 
     /// Opens the live generation as it is, without comparing it with the
@@ -206,13 +236,14 @@ impl Kb {
                 });
             }
         }
-        Ok(Kb::new(generation, config, model.map(|m| m.path), None))
+        Ok(Kb::new(generation, config, model, None))
     }
 
-    /// Uses `other`'s query embedder when it is loaded from the same model
-    /// file, so a reloaded knowledge base does not load the model again.
+    /// Uses `other`'s query embedder when it is the same model, so a
+    /// reloaded knowledge base does not load the model again.
     pub fn share_embedder(&self, other: &Kb) {
-        if self.model_path.is_some() && self.model_path == other.model_path {
+        let identity = |kb: &Kb| kb.model.as_ref().map(|m| m.sha256.clone());
+        if identity(self).is_some() && identity(self) == identity(other) {
             if let Some(Ok(e)) = other.embedder.get() {
                 let _ = self.embedder.set(Ok(e.clone()));
             }
@@ -243,12 +274,10 @@ impl Kb {
     /// The query embedder, loaded on first use.
     pub fn embedder(&self) -> Result<Arc<dyn Embedder>> {
         let loaded = self.embedder.get_or_init(|| {
-            let path = self.model_path.as_ref().ok_or_else(|| {
+            let model = self.model.as_ref().ok_or_else(|| {
                 "this index has no vector index (embedding = \"none\")".to_string()
             })?;
-            E5Embedder::load(path)
-                .map(|e| Arc::new(e) as Arc<dyn Embedder>)
-                .map_err(|e| e.to_string())
+            model.load().map_err(|e| e.to_string())
         });
         loaded.clone().map_err(Error::Model)
     }

@@ -24,6 +24,7 @@ pub mod index;
 pub mod kb;
 pub mod llm;
 pub mod models;
+pub mod remote;
 pub mod retrieve;
 pub mod server;
 pub mod synth;

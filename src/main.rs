@@ -36,6 +36,27 @@ struct GlobalArgs {
     /// Fail on a missing or stale index instead of rebuilding it.
     #[arg(long, global = true)]
     no_auto_index: bool,
+    /// Who writes answers: local (in process) or openai (a model server at --llm-url).
+    #[arg(long, global = true, value_name = "BACKEND")]
+    generator: Option<kbqa::config::Backend>,
+    /// The model server's base URL, e.g. http://127.0.0.1:8081/v1 (key: KBQA_LLM_API_KEY).
+    #[arg(long, global = true, value_name = "URL")]
+    llm_url: Option<String>,
+    /// The model name sent to the model server.
+    #[arg(long, global = true, value_name = "NAME")]
+    llm_model: Option<String>,
+    /// The server model's tokenizer (a known model name or GGUF path), for exact prompt budgets.
+    #[arg(long, global = true, value_name = "MODEL")]
+    llm_tokenizer: Option<String>,
+    /// Who embeds passages and queries: local or openai (an embeddings server at --embed-url).
+    #[arg(long, global = true, value_name = "BACKEND")]
+    embedder: Option<kbqa::config::Backend>,
+    /// The embeddings server's base URL (key: KBQA_EMBED_API_KEY).
+    #[arg(long, global = true, value_name = "URL")]
+    embed_url: Option<String>,
+    /// The embedding model name sent to the server (recorded in the index).
+    #[arg(long, global = true, value_name = "NAME")]
+    embed_model: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -231,12 +252,35 @@ fn main() {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     let mut config = Config::load(cli.global.config.as_deref())?;
-    if let Some(c) = cli.global.corpus {
+    if let Some(c) = cli.global.corpus.clone() {
         config.corpus = c;
     }
-    if let Some(d) = cli.global.index_dir {
+    if let Some(d) = cli.global.index_dir.clone() {
         config.index_dir = d;
     }
+    let g = &cli.global;
+    if let Some(b) = g.generator {
+        config.generator.backend = b;
+    }
+    if let Some(u) = &g.llm_url {
+        config.generator.openai.url = u.clone();
+    }
+    if let Some(m) = &g.llm_model {
+        config.generator.openai.model = m.clone();
+    }
+    if let Some(t) = &g.llm_tokenizer {
+        config.generator.tokenizer = t.clone();
+    }
+    if let Some(b) = g.embedder {
+        config.embedder.backend = b;
+    }
+    if let Some(u) = &g.embed_url {
+        config.embedder.openai.url = u.clone();
+    }
+    if let Some(m) = &g.embed_model {
+        config.embedder.openai.model = m.clone();
+    }
+    config.validate()?;
     if cli.global.no_auto_index {
         config.auto_index = false;
     }
@@ -305,7 +349,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let llm = load_llm(&config)?;
             let mut out = std::io::stdout().lock();
             let mut streamed = String::new();
-            let answer = kbqa::answer::ask(&kb, &llm, &question, &opts, &mut |piece| {
+            let answer = kbqa::answer::ask(&kb, llm.as_ref(), &question, &opts, &mut |piece| {
                 if !json {
                     streamed.push_str(piece);
                     let _ = out.write_all(piece.as_bytes());
@@ -347,7 +391,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 None => {}
             }
             let total = items.len();
-            let r = kbqa::eval::evaluate_answers(&kb, &llm, &items, &opts, &mut |i, o| {
+            let r = kbqa::eval::evaluate_answers(&kb, llm.as_ref(), &items, &opts, &mut |i, o| {
                 let verdict = match (o.in_scope, o.grounded, o.correct) {
                     (true, true, true) => "ok",
                     (true, true, false) => "WRONG",
@@ -363,14 +407,21 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     snippet(&o.answer, 120)
                 );
             })?;
-            let stem = config
-                .models
-                .generator
-                .rsplit('/')
-                .next()
-                .unwrap_or("model")
-                .trim_end_matches(".gguf")
-                .to_string();
+            let stem = match config.generator.backend {
+                kbqa::config::Backend::Openai => format!(
+                    "openai-{}",
+                    llm.name()
+                        .replace(|c: char| !c.is_alphanumeric() && c != '.', "-")
+                ),
+                kbqa::config::Backend::Local => config
+                    .models
+                    .generator
+                    .rsplit('/')
+                    .next()
+                    .unwrap_or("model")
+                    .trim_end_matches(".gguf")
+                    .to_string(),
+            };
             let path = report.unwrap_or_else(|| {
                 PathBuf::from(format!("tests/eval/reports/answers-{stem}.json"))
             });
@@ -552,10 +603,21 @@ async fn shutdown_signal() {
     }
 }
 
-fn load_llm(config: &Config) -> anyhow::Result<kbqa::llm::Llm> {
+/// The configured generator; a model server is only named (it is
+/// contacted by the first answer).
+fn load_llm(config: &Config) -> anyhow::Result<std::sync::Arc<dyn kbqa::llm::Generator>> {
+    if config.generator.backend == kbqa::config::Backend::Openai {
+        let llm = kbqa::llm::load_generator(config, &mut print_fetch_event)?;
+        eprintln!(
+            "kbqa: generating with {} at {}",
+            llm.name(),
+            config.generator.openai.url
+        );
+        return Ok(llm);
+    }
     let start = std::time::Instant::now();
     eprintln!("kbqa: loading {}", config.models.generator);
-    let llm = kbqa::llm::load_configured(config, &mut print_fetch_event)?;
+    let llm = kbqa::llm::load_generator(config, &mut print_fetch_event)?;
     eprintln!(
         "kbqa: {} loaded in {:.1} s",
         config.models.generator,

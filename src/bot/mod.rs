@@ -4,4 +4,5 @@
 //! and generation know nothing of them. Another platform is another module
 //! beside [`slack`].
 
+pub mod redis;
 pub mod slack;

@@ -25,6 +25,7 @@ use serde_json::{json, Value};
 use sha2::Sha256;
 
 use crate::answer::Answer;
+use crate::bot::redis::Redis;
 use crate::config::SlackConfig;
 use crate::server::error::ApiError;
 use crate::server::{admit, finished, run_answer, State};
@@ -319,6 +320,8 @@ pub struct Dedupe {
     seen: Mutex<HashMap<String, Instant>>,
     ttl: Duration,
     capacity: usize,
+    /// Shared with the other replicas, when configured.
+    shared: Option<Redis>,
 }
 
 impl Dedupe {
@@ -328,7 +331,37 @@ impl Dedupe {
             seen: Mutex::new(HashMap::new()),
             ttl,
             capacity,
+            shared: None,
         }
+    }
+
+    /// Remembers ids in `redis` too, so replicas share what they have seen.
+    pub fn shared(mut self, redis: Redis) -> Dedupe {
+        self.shared = Some(redis);
+        self
+    }
+
+    /// True the first time any replica sees `id`. When the shared store
+    /// cannot be reached this replica's memory decides: a retry that lands
+    /// elsewhere may then be answered twice, which beats not answering.
+    pub async fn first_delivery(&self, id: &str) -> bool {
+        if let Some(redis) = &self.shared {
+            match redis
+                .set_if_absent(&format!("kbqa:slack:event:{id}"), self.ttl)
+                .await
+            {
+                Ok(first) => {
+                    // Kept locally as well, for the fallback.
+                    let _ = self.first_time(id);
+                    return first;
+                }
+                Err(e) => tracing::warn!(
+                    "Slack dedupe store redis://{} failed: {e}; deciding by this replica's memory",
+                    redis.addr()
+                ),
+            }
+        }
+        self.first_time(id)
     }
 
     /// True the first time `id` is seen (within the time limit).
@@ -487,7 +520,13 @@ impl Slack {
         Some(Arc::new(Slack {
             secret,
             client: Client::new(config.clone()),
-            dedupe: Dedupe::new(Duration::from_secs(3600), 10_000),
+            dedupe: {
+                let memory = Dedupe::new(Duration::from_secs(3600), 10_000);
+                match &config.dedupe_redis {
+                    Some(redis) => memory.shared(redis.clone()),
+                    None => memory,
+                }
+            },
         }))
     }
 
@@ -584,7 +623,7 @@ pub async fn events(
         .get("x-slack-retry-num")
         .and_then(|v| v.to_str().ok())
         .unwrap_or("0");
-    if !slack.dedupe.first_time(&event_id) {
+    if !slack.dedupe.first_delivery(&event_id).await {
         tracing::info!(event_id, retry, "duplicate Slack delivery ignored");
         return Ok(().into_response());
     }

@@ -6,6 +6,7 @@
 //! prefix so that prefix is computed once, not per question.
 
 pub mod model;
+pub mod openai;
 pub mod packed;
 
 use std::path::{Path, PathBuf};
@@ -94,6 +95,86 @@ pub struct Generation {
     pub decode_ms: f64,
     /// The gated tokens' probability at the first step, if gated.
     pub gate_probability: Option<f32>,
+}
+
+/// A chat prompt as messages, the form every backend takes: the in-process
+/// model renders it in ChatML, a model server with its own template.
+#[derive(Debug, Clone, Copy)]
+pub struct ChatPrompt<'a> {
+    /// The system message.
+    pub system: &'a str,
+    /// Worked examples, as (user, assistant) turns before the question.
+    pub examples: &'a [(&'a str, &'a str)],
+    /// The user message.
+    pub user: &'a str,
+}
+
+/// "Start the reply with `marker` only if the model is at least this
+/// sure": see [`FirstTokenGate`], which is how the in-process model does it;
+/// a model server does it with log-probabilities and a logit bias.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RefusalGate {
+    /// The reply that is gated (`NOT_IN_KB`).
+    pub marker: &'static str,
+    /// Probability the marker's first token needs.
+    pub threshold: f32,
+}
+
+/// Something that writes the assistant's reply to a chat prompt. Answers
+/// ([`crate::answer::ask`]) are built on this, so the prompt, citation and
+/// refusal rules are the same whichever engine generates.
+pub trait Generator: Send + Sync {
+    /// The model's name, as answers report it.
+    fn name(&self) -> String;
+    /// Tokens `text` takes, for fitting passages into the prompt budget
+    /// (an engine without a local tokenizer estimates high).
+    fn count_tokens(&self, text: &str) -> Result<usize>;
+    /// Tokens of a prompt's fixed part: the system message, the examples
+    /// and the chat template around them.
+    fn fixed_tokens(&self, system: &str, examples: &[(&str, &str)]) -> Result<usize>;
+    /// Writes the reply, calling `on_text` with each new piece of text;
+    /// `on_text` returns `false` to cancel. An engine that may wait on
+    /// something else (a server) also calls `on_text("")` every
+    /// [`HEARTBEAT`] while it waits, so cancelling never waits for it.
+    fn generate(
+        &self,
+        prompt: &ChatPrompt,
+        params: &SamplingParams,
+        gate: Option<&RefusalGate>,
+        on_text: &mut dyn FnMut(&str) -> bool,
+    ) -> Result<Generation>;
+}
+
+/// How often a waiting generator checks whether its caller cancelled.
+pub const HEARTBEAT: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// The configured generator: the in-process model (`models.generator`,
+/// fetched on first use) or a model server (`generator.backend = "openai"`).
+pub fn load_generator(
+    config: &crate::Config,
+    events: &mut dyn FnMut(crate::models::fetch::FetchEvent),
+) -> Result<std::sync::Arc<dyn Generator>> {
+    Ok(match config.generator.backend {
+        crate::config::Backend::Local => std::sync::Arc::new(load_configured(config, events)?),
+        crate::config::Backend::Openai => {
+            let tokenizer = match config.generator.tokenizer.trim() {
+                "" => None,
+                setting => {
+                    let path = crate::models::fetch::resolve(
+                        setting,
+                        &config.home,
+                        &config.python,
+                        events,
+                    )?;
+                    Some(GgufTokenizer::from_gguf(&path)?)
+                }
+            };
+            std::sync::Arc::new(openai::OpenAiGenerator::new(
+                &config.generator.openai,
+                tokenizer,
+            )?)
+        }
+    })
 }
 
 /// Bumped whenever the forward pass's numbers change (kernels, RoPE, …),
@@ -307,10 +388,28 @@ impl Llm {
         Ok((cache, 0))
     }
 
+    /// The first tokens `marker` starts with as the model would write it
+    /// (at the start of a reply, after a space, after a newline).
+    pub fn marker_tokens(&self, marker: &str) -> Result<Vec<u32>> {
+        let mut out = Vec::new();
+        for form in [
+            marker.to_string(),
+            format!(" {marker}"),
+            format!("\n{marker}"),
+        ] {
+            if let Some(&t) = self.encode_text(&form)?.first() {
+                if !out.contains(&t) && self.tokenizer.decode(&[t])?.trim().len() >= 2 {
+                    out.push(t);
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// Generates the assistant's reply to `prefix + rest`, calling `on_text`
     /// with each piece of text as soon as it is complete UTF-8; `on_text`
     /// returns `false` to cancel.
-    pub fn generate(
+    pub fn generate_tokens(
         &self,
         prefix: &[u32],
         rest: &[u32],
@@ -416,6 +515,40 @@ impl Llm {
             decode_ms: decode_start.elapsed().as_secs_f64() * 1e3,
             gate_probability,
         })
+    }
+}
+
+impl Generator for Llm {
+    fn name(&self) -> String {
+        self.path
+            .file_name()
+            .map_or_else(String::new, |n| n.to_string_lossy().into_owned())
+    }
+
+    fn count_tokens(&self, text: &str) -> Result<usize> {
+        Ok(self.encode_text(text)?.len())
+    }
+
+    fn fixed_tokens(&self, system: &str, examples: &[(&str, &str)]) -> Result<usize> {
+        Ok(self.chat_prompt(system, examples, "")?.0.len())
+    }
+
+    fn generate(
+        &self,
+        prompt: &ChatPrompt,
+        params: &SamplingParams,
+        gate: Option<&RefusalGate>,
+        on_text: &mut dyn FnMut(&str) -> bool,
+    ) -> Result<Generation> {
+        let (prefix, rest) = self.chat_prompt(prompt.system, prompt.examples, prompt.user)?;
+        let mut params = params.clone();
+        if let Some(g) = gate {
+            params.gate = Some(FirstTokenGate {
+                tokens: self.marker_tokens(g.marker)?,
+                threshold: g.threshold,
+            });
+        }
+        self.generate_tokens(&prefix, &rest, &params, on_text)
     }
 }
 

@@ -181,11 +181,7 @@ pub async fn ask(
 
 /// `GET /v1/models`: the one model, `kbqa` (retrieval + the local LLM).
 pub async fn models(AxumState(state): AxumState<Arc<State>>) -> Json<serde_json::Value> {
-    let generator = state.llm.get().map(|llm| {
-        llm.path()
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-    });
+    let generator = state.llm.get().map(|llm| llm.name());
     Json(serde_json::json!({
         "object": "list",
         "data": [{

@@ -37,6 +37,8 @@ pub enum ApiError {
     Unavailable(String),
     /// The answer did not finish within the deadline.
     Timeout(u64),
+    /// The model server behind us failed or is unreachable.
+    BadGateway(String),
     /// Our fault.
     Internal(String),
 }
@@ -65,6 +67,7 @@ impl ApiError {
             ApiError::Busy { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            ApiError::BadGateway(_) => StatusCode::BAD_GATEWAY,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -82,6 +85,7 @@ impl ApiError {
             ApiError::Busy { .. } => "busy",
             ApiError::Unavailable(_) => "unavailable",
             ApiError::Timeout(_) => "deadline_exceeded",
+            ApiError::BadGateway(_) => "upstream_error",
             ApiError::Internal(_) => "internal",
         }
     }
@@ -93,6 +97,7 @@ impl ApiError {
             | ApiError::InvalidQuery(m)
             | ApiError::Unavailable(m)
             | ApiError::BadSignature(m)
+            | ApiError::BadGateway(m)
             | ApiError::Internal(m) => m.clone(),
             ApiError::NotFound(path) => format!("no route {path}"),
             ApiError::TooLarge(limit) => {
@@ -126,6 +131,7 @@ impl From<Error> for ApiError {
         match e {
             Error::InvalidQuery(m) => ApiError::InvalidQuery(m),
             Error::Config(m) => ApiError::BadRequest(m),
+            e @ Error::Upstream { .. } => ApiError::BadGateway(e.to_string()),
             other => ApiError::Internal(other.to_string()),
         }
     }

@@ -41,7 +41,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
 use crate::answer::{Answer, AskOptions};
-use crate::llm::Llm;
+use crate::llm::Generator;
 use crate::{Config, Kb};
 use error::ApiError;
 use metrics::Metrics;
@@ -54,7 +54,7 @@ pub struct Engine {
     /// The open index.
     pub kb: Arc<Kb>,
     /// The chat model.
-    pub llm: Arc<Llm>,
+    pub llm: Arc<dyn Generator>,
 }
 
 /// Shared by every request.
@@ -62,7 +62,7 @@ pub struct State {
     config: Config,
     /// The live knowledge base (replaced whole by a reload).
     kb: RwLock<Option<Arc<Kb>>>,
-    llm: OnceLock<Arc<Llm>>,
+    llm: OnceLock<Arc<dyn Generator>>,
     /// SHA-256 of each admin key (for `/admin/reload`).
     admin_keys: Vec<[u8; 32]>,
     /// Serialises reloads.
@@ -98,9 +98,9 @@ impl State {
     }
 
     /// Makes the server ready.
-    pub fn set_engine(&self, kb: Kb, llm: Llm) {
+    pub fn set_engine(&self, kb: Kb, llm: Arc<dyn Generator>) {
         *self.kb.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(kb));
-        let _ = self.llm.set(Arc::new(llm));
+        let _ = self.llm.set(llm);
     }
 
     /// Makes `kb` the live knowledge base; requests already running keep
@@ -319,19 +319,33 @@ pub(crate) fn run_answer(
             cancel,
         } = admitted;
         let mut stopped = None;
-        let result = crate::answer::ask(&engine.kb, &engine.llm, &question, &opts, &mut |t| {
-            if let Some(why) = cancel.stopped() {
-                stopped = Some(why);
-                return false;
-            }
-            match send_until_stopped(&tx, Progress::Text(t.to_string()), &cancel) {
-                Ok(()) => true,
-                Err(why) => {
+        let result = crate::answer::ask(
+            &engine.kb,
+            engine.llm.as_ref(),
+            &question,
+            &opts,
+            &mut |t| {
+                if let Some(why) = cancel.stopped() {
                     stopped = Some(why);
-                    false
+                    return false;
                 }
-            }
-        });
+                // A heartbeat while a model server is silent: only the checks.
+                if t.is_empty() {
+                    if tx.is_closed() {
+                        stopped = Some(Stopped::Client);
+                        return false;
+                    }
+                    return true;
+                }
+                match send_until_stopped(&tx, Progress::Text(t.to_string()), &cancel) {
+                    Ok(()) => true,
+                    Err(why) => {
+                        stopped = Some(why);
+                        false
+                    }
+                }
+            },
+        );
         drop(slot);
         let event = match (result, stopped) {
             (Ok(a), None) => {
@@ -562,7 +576,7 @@ async fn readyz(AxumState(state): AxumState<Arc<State>>) -> Result<Response, Api
         "status": "ready",
         "index": m.generation,
         "chunks": m.chunk_count,
-        "model": engine.llm.path().file_name().map(|n| n.to_string_lossy()),
+        "model": engine.llm.name(),
         "auth": !state.keys.is_empty(),
     }))
     .into_response())

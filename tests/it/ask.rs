@@ -299,7 +299,7 @@ fn smollm2_runs_on_the_llama_path() {
         )
         .unwrap();
     let g = llm
-        .generate(&prefix, &rest, &Default::default(), &mut |_| true)
+        .generate_tokens(&prefix, &rest, &Default::default(), &mut |_| true)
         .unwrap();
     assert!(g.text.contains("Paris"), "{g:?}");
     assert_eq!(g.finish, kbqa::llm::Finish::Stop);

@@ -10,6 +10,7 @@ mod eval;
 mod gguf;
 mod models;
 mod reindex;
+mod remote;
 mod server;
 mod slack;
 mod util;

@@ -430,3 +430,110 @@ fn without_a_signing_secret_the_slack_routes_are_off() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// A `redis-server` from Debian on a loopback port; killed on drop.
+struct RedisServer {
+    child: std::process::Child,
+    url: String,
+}
+
+impl RedisServer {
+    /// `None` when Debian's redis-server is not installed (outside CI).
+    fn start() -> Option<RedisServer> {
+        let which = std::process::Command::new("sh")
+            .args(["-c", "command -v redis-server"])
+            .output()
+            .unwrap();
+        if !which.status.success() {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "redis-server is missing: .ci/run installs the Debian package"
+            );
+            eprintln!("skipped: no redis-server (apt-get install redis-server)");
+            return None;
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = std::process::Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let start = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "redis-server did not start"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Some(RedisServer {
+            child,
+            url: format!("redis://127.0.0.1:{port}"),
+        })
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn replicas_sharing_redis_answer_an_event_once_even_when_its_retry_lands_elsewhere() {
+    let Some(mut redis) = RedisServer::start() else {
+        return;
+    };
+    let fake = FakeSlack::start();
+    let api = format!("http://{}/api", fake.addr);
+    let replica = || {
+        Server::start(&[
+            ("KBQA_SLACK_SIGNING_SECRET", SECRET),
+            ("KBQA_SLACK_BOT_TOKEN", TOKEN),
+            ("KBQA_SLACK_API_BASE", &api),
+            ("KBQA_SLACK_DEDUPE_REDIS", &redis.url),
+        ])
+    };
+    let (a, b) = (replica(), replica());
+    let event = mention(
+        "EvShared1",
+        "C7",
+        "<@UBOT> What does EFLOPS mean?",
+        json!({}),
+    );
+    assert_eq!(signed_post(&a, "/slack/events", &event, &[]).status, 200);
+    // Slack's retry reaches the other replica (and a third delivery the first).
+    let retry = [
+        ("X-Slack-Retry-Num", "1"),
+        ("X-Slack-Retry-Reason", "http_timeout"),
+    ];
+    assert_eq!(signed_post(&b, "/slack/events", &event, &retry).status, 200);
+    assert_eq!(signed_post(&a, "/slack/events", &event, &retry).status, 200);
+    fake.wait_for(1, 240, |r| r.body["channel"] == "C7");
+    std::thread::sleep(Duration::from_secs(3));
+    let posts: Vec<_> = fake
+        .requests()
+        .into_iter()
+        .filter(|r| r.body["channel"] == "C7")
+        .collect();
+    assert_eq!(posts.len(), 1, "answered once across replicas: {posts:?}");
+    assert!(
+        b.log().contains("duplicate Slack delivery ignored"),
+        "{}",
+        b.log()
+    );
+
+    // Redis down: a replica still answers (by its own memory) and says why.
+    let _ = redis.child.kill();
+    let _ = redis.child.wait();
+    let event = mention("EvShared2", "C8", "<@UBOT> 什么是RLHF？", json!({}));
+    assert_eq!(signed_post(&b, "/slack/events", &event, &[]).status, 200);
+    fake.wait_for(1, 240, |r| r.body["channel"] == "C8");
+    assert!(b.log().contains("Slack dedupe store"), "{}", b.log());
+}
