@@ -11,13 +11,13 @@
 # the repo, see benches/build_llama_cpp.sh) and kbqa-llm-bench.
 #
 # Usage: benches/llm_vs_llamacpp.sh [MODEL] [RUNS]
-#   MODEL  default $KBQA_LLM_MODEL or
+#   MODEL  default $KBQA_BENCH_GGUF or
 #          ~/.cache/kbqa/models/qwen2.5-coder-0.5b-instruct-q4_k_m.gguf
 #   RUNS   default $RUNS or 3 (at least 3, so the median means something)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-MODEL="${1:-${KBQA_LLM_MODEL:-$HOME/.cache/kbqa/models/qwen2.5-coder-0.5b-instruct-q4_k_m.gguf}}"
+MODEL="${1:-${KBQA_BENCH_GGUF:-$HOME/.cache/kbqa/models/qwen2.5-coder-0.5b-instruct-q4_k_m.gguf}}"
 RUNS="${2:-${RUNS:-3}}"
 THREADS=2
 PROMPT_TOKENS=600

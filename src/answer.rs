@@ -161,6 +161,12 @@ pub struct AskOptions {
     /// model answers; the answer is then checked like any other. Above 1
     /// the model never refuses by the marker (it may still say so in words).
     pub refusal_threshold: f32,
+    /// Cosine an uncited answer needs with one passage sentence
+    /// ([`EMBEDDING_SUPPORT`] for e5; another embedding model has another scale).
+    pub support_cosine: f32,
+    /// Cosine a cited answer needs with a sentence of its cited passages
+    /// when its words fall short ([`CITED_COSINE`] for e5).
+    pub cited_support_cosine: f32,
 }
 
 impl AskOptions {
@@ -182,6 +188,8 @@ impl AskOptions {
             max_prompt_tokens: a.max_prompt_tokens,
             prompt: a.prompt,
             refusal_threshold: a.refusal_threshold,
+            support_cosine: a.support_cosine,
+            cited_support_cosine: a.cited_support_cosine,
         }
     }
 }
@@ -195,6 +203,8 @@ impl Default for AskOptions {
             max_prompt_tokens: 1100,
             prompt: PromptStyle::default(),
             refusal_threshold: DEFAULT_REFUSAL_THRESHOLD,
+            support_cosine: EMBEDDING_SUPPORT,
+            cited_support_cosine: CITED_COSINE,
         }
     }
 }
@@ -212,6 +222,12 @@ pub struct Citation {
     pub section: String,
     /// The start of the passage.
     pub snippet: String,
+    /// The passage as the model saw it.
+    #[serde(default)]
+    pub text: String,
+    /// Its retrieval score.
+    #[serde(default)]
+    pub score: f32,
     /// Sentences of the passage, verbatim, that best support the answer.
     pub evidence: Vec<String>,
     /// True when the model did not cite it and the support check did.
@@ -264,6 +280,18 @@ pub struct Timings {
     pub first_token_ms: Option<f64>,
     /// All of `ask`.
     pub total_ms: f64,
+    /// Prompt tokens (as in `usage`, here with the times they took).
+    #[serde(default)]
+    pub prompt_tokens: usize,
+    /// Generated tokens.
+    #[serde(default)]
+    pub generated_tokens: usize,
+    /// Prompt tokens processed per second (the cached prefix excluded).
+    #[serde(default)]
+    pub prefill_tok_per_s: f64,
+    /// Tokens generated per second.
+    #[serde(default)]
+    pub decode_tok_per_s: f64,
 }
 
 /// Token counts.
@@ -427,6 +455,16 @@ pub fn ask(
     };
     answer.timings.prefill_ms = generation.prefill_ms;
     answer.timings.decode_ms = generation.decode_ms;
+    answer.timings.prompt_tokens = generation.prompt_tokens;
+    answer.timings.generated_tokens = generation.generated_tokens;
+    let per_s = |n: usize, ms: f64| if ms > 0.0 { n as f64 * 1e3 / ms } else { 0.0 };
+    answer.timings.prefill_tok_per_s = per_s(
+        generation
+            .prompt_tokens
+            .saturating_sub(generation.cached_prompt_tokens),
+        generation.prefill_ms,
+    );
+    answer.timings.decode_tok_per_s = per_s(generation.generated_tokens, generation.decode_ms);
     answer.timings.first_token_ms = first_token_ms;
     answer.refusal_score = generation.gate_probability;
     answer.finish = Some(if cancelled_by_client {
@@ -463,7 +501,7 @@ pub fn ask(
             }
             None => match embedding_support(&text, &shown, kb) {
                 // Across languages words cannot be matched; meaning can.
-                Some((i, cos)) if cos >= EMBEDDING_SUPPORT => {
+                Some((i, cos)) if cos >= opts.support_cosine => {
                     inferred = true;
                     vec![i + 1]
                 }
@@ -478,7 +516,7 @@ pub fn ask(
         // question ("OpenAI的创始人是李彦宏[1]" cites a passage about OpenAI
         // that never names a founder).
         let texts: Vec<&str> = cited.iter().map(|&n| shown[n - 1]).collect();
-        if !cited_support(&text, question, &texts, kb) {
+        if !cited_support(&text, question, &texts, kb, opts.cited_support_cosine) {
             answer.model_text = Some(text);
             return Ok(refuse(answer, Refusal::Unsupported, start, on_text));
         }
@@ -506,6 +544,8 @@ pub fn ask(
                 source: hit.source.clone(),
                 section: hit.section.clone(),
                 snippet: snippet(&hit.text, 160),
+                text: shown.text.clone(),
+                score: hit.score,
                 evidence: evidence(&text, question, &shown.text, kb),
                 inferred,
             }
@@ -895,14 +935,14 @@ pub const CITED_COSINE: f32 = 0.92;
 
 /// Whether the cited passages back the answer: most of its words, or
 /// (the embedding is only computed when the words fall short) its meaning.
-fn cited_support(answer: &str, question: &str, cited: &[&str], kb: &Kb) -> bool {
+fn cited_support(answer: &str, question: &str, cited: &[&str], kb: &Kb, cosine: f32) -> bool {
     let words = overlap(answer, question, &cited.join("\n"));
     if words.is_some_and(|o| o >= CITED_OVERLAP) {
         return true;
     }
     let meaning = embedding_support(answer, cited, kb).map(|(_, c)| c);
     tracing::debug!(?words, ?meaning, "support of a cited answer");
-    meaning.is_some_and(|c| c >= CITED_COSINE)
+    meaning.is_some_and(|c| c >= cosine)
 }
 
 /// The sentence(s) of `passage` that best support `answer`: by shared

@@ -273,6 +273,11 @@ pub struct AnswerConfig {
     pub prompt: crate::answer::PromptStyle,
     /// Refuse when the model's probability of `NOT_IN_KB` reaches this.
     pub refusal_threshold: f32,
+    /// Embedding cosine that backs an uncited answer (calibrated for e5:
+    /// recalibrate for another embedding model).
+    pub support_cosine: f32,
+    /// Embedding cosine that backs a cited answer whose words fall short.
+    pub cited_support_cosine: f32,
 }
 
 impl Default for AnswerConfig {
@@ -287,6 +292,8 @@ impl Default for AnswerConfig {
             seed: 0,
             prompt: crate::answer::PromptStyle::default(),
             refusal_threshold: crate::answer::DEFAULT_REFUSAL_THRESHOLD,
+            support_cosine: crate::answer::EMBEDDING_SUPPORT,
+            cited_support_cosine: crate::answer::CITED_COSINE,
         }
     }
 }
