@@ -97,24 +97,26 @@ impl OpenAiEmbedder {
         Ok(e)
     }
 
-    /// The model's identity for an index manifest: its name, and a digest
-    /// of everything that shapes its vectors (name, size, prefixes). The
-    /// weights behind a name cannot be seen from here; the name is trusted.
-    pub fn identity(&self) -> (String, String) {
+    /// The identity of the model `config` names, for an index manifest:
+    /// `openai:<model>`, and a digest of what shapes its vectors (name and
+    /// prefixes; the vector size is checked against the index at search).
+    /// The weights behind a name cannot be seen from here; the name is
+    /// trusted.
+    pub fn identity(config: &EmbedderConfig) -> (String, String) {
         use sha2::{Digest, Sha256};
+        let model = config.openai.model.trim();
         let mut h = Sha256::new();
         for part in [
             "openai-embeddings",
-            self.endpoint.model(),
-            &self.dim.to_string(),
-            &self.query_prefix,
-            &self.passage_prefix,
+            model,
+            &config.query_prefix,
+            &config.passage_prefix,
         ] {
             h.update(part.as_bytes());
             h.update([0]);
         }
         let hex: String = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
-        (format!("openai:{}", self.endpoint.model()), hex)
+        (format!("openai:{model}"), hex)
     }
 
     /// Unit vectors of `inputs`, in order.

@@ -47,33 +47,33 @@ struct ModelChoice {
 enum Source {
     /// An E5S1 file, loaded in process when first needed.
     File(PathBuf),
-    /// A server, already connected.
-    Server(Arc<dyn Embedder>),
+    /// A server, connected when first needed: BM25 search and reloads do
+    /// not depend on it being up.
+    Server(Box<crate::config::EmbedderConfig>),
 }
 
 impl ModelChoice {
     fn load(&self) -> Result<Arc<dyn Embedder>> {
         match &self.source {
             Source::File(path) => Ok(Arc::new(E5Embedder::load(path)?)),
-            Source::Server(e) => Ok(e.clone()),
+            Source::Server(config) => Ok(Arc::new(OpenAiEmbedder::connect(config)?)),
         }
     }
 }
 
-/// Resolves the embedding model: `embedder.backend = "openai"` connects to
-/// the server; otherwise `config.models.embedding` (fetching a known model
+/// Resolves the embedding model: `embedder.backend = "openai"` names the
+/// server's model (nothing is contacted yet); otherwise `config.models.embedding` (fetching a known model
 /// on first use). `None` when vectors are turned off (`embedding = "none"`).
 fn embedding_model(
     config: &Config,
     events: &mut dyn FnMut(OpenEvent),
 ) -> Result<Option<ModelChoice>> {
     if config.embedder.backend == Backend::Openai {
-        let e = OpenAiEmbedder::connect(&config.embedder)?;
-        let (name, sha256) = e.identity();
+        let (name, sha256) = OpenAiEmbedder::identity(&config.embedder);
         return Ok(Some(ModelChoice {
             name,
             sha256,
-            source: Source::Server(Arc::new(e)),
+            source: Source::Server(Box::new(config.embedder.clone())),
         }));
     }
     let name = config.models.embedding.trim();
@@ -152,7 +152,9 @@ pub struct Kb {
     search: SearchConfig,
     vector: VectorConfig,
     model: Option<ModelChoice>,
-    embedder: OnceLock<std::result::Result<Arc<dyn Embedder>, String>>,
+    embedder: OnceLock<Arc<dyn Embedder>>,
+    /// Held while the embedder loads, so concurrent first searches load it once.
+    loading: std::sync::Mutex<()>,
 }
 
 impl Kb {
@@ -164,7 +166,7 @@ impl Kb {
     ) -> Kb {
         let cell = OnceLock::new();
         if let Some(e) = embedder {
-            let _ = cell.set(Ok(e));
+            let _ = cell.set(e);
         }
         Kb {
             generation,
@@ -172,6 +174,7 @@ impl Kb {
             vector: config.vector.clone(),
             model,
             embedder: cell,
+            loading: std::sync::Mutex::new(()),
         }
     }
 
@@ -244,8 +247,8 @@ impl Kb {
     pub fn share_embedder(&self, other: &Kb) {
         let identity = |kb: &Kb| kb.model.as_ref().map(|m| m.sha256.clone());
         if identity(self).is_some() && identity(self) == identity(other) {
-            if let Some(Ok(e)) = other.embedder.get() {
-                let _ = self.embedder.set(Ok(e.clone()));
+            if let Some(e) = other.embedder.get() {
+                let _ = self.embedder.set(e.clone());
             }
         }
     }
@@ -271,15 +274,22 @@ impl Kb {
         Ok(IndexOutcome::Built(Box::new(manifest)))
     }
 
-    /// The query embedder, loaded on first use.
+    /// The query embedder, loaded on first use. A failure is not kept: an
+    /// embeddings server that was down may be up for the next search.
     pub fn embedder(&self) -> Result<Arc<dyn Embedder>> {
-        let loaded = self.embedder.get_or_init(|| {
-            let model = self.model.as_ref().ok_or_else(|| {
-                "this index has no vector index (embedding = \"none\")".to_string()
-            })?;
-            model.load().map_err(|e| e.to_string())
-        });
-        loaded.clone().map_err(Error::Model)
+        if let Some(e) = self.embedder.get() {
+            return Ok(e.clone());
+        }
+        let _loading = self.loading.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(e) = self.embedder.get() {
+            return Ok(e.clone());
+        }
+        let model = self.model.as_ref().ok_or_else(|| {
+            Error::Model("this index has no vector index (embedding = \"none\")".into())
+        })?;
+        let e = model.load()?;
+        let _ = self.embedder.set(e.clone());
+        Ok(e)
     }
 
     /// The `k` best chunks for `query`.

@@ -561,7 +561,15 @@ fn serve(config: Config) -> anyhow::Result<()> {
         let loading = state.clone();
         let loader = tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
             let kb = open(&config)?;
-            kb.embedder()?; // the first search should not pay for loading it
+            // The first search should not pay for loading it. An embeddings
+            // server that is down is not fatal: BM25 works, and the next
+            // vector search connects again.
+            if let Err(e) = kb.embedder() {
+                if config.embedder.backend != kbqa::config::Backend::Openai {
+                    return Err(e.into());
+                }
+                eprintln!("kbqa: warning: {e}");
+            }
             let llm = load_llm(&config)?;
             loading.set_engine(kb, llm);
             eprintln!("kbqa: ready");

@@ -190,6 +190,18 @@ fn rank(
             )
         })?;
         let q = query_vector.ok_or_else(|| Error::Model("no query embedding was given".into()))?;
+        // A different model behind the same name (a server's) shows here.
+        if q.len() != index.dim() {
+            return Err(Error::IncompatibleIndex {
+                path: generation.dir.clone(),
+                reason: format!(
+                    "its vectors have {} dimensions and the query embedding has {}: \
+                     the embedding model is not the one that built it",
+                    index.dim(),
+                    q.len()
+                ),
+            });
+        }
         // Small indexes are searched exactly: as fast, and never approximate.
         Ok(if index.len() < vector_config.exact_below {
             index.search_exact(q, depth)

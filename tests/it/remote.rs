@@ -333,7 +333,7 @@ fn kbqa_serve_generates_remotely_and_maps_a_dead_server_to_502() {
 
 #[test]
 fn remote_embeddings_index_and_search_and_are_never_mixed_with_local_vectors() {
-    let Some(llama) = LlamaServer::start(&[
+    let Some(mut llama) = LlamaServer::start(&[
         "--embeddings",
         "--pooling",
         "mean",
@@ -410,6 +410,23 @@ fn remote_embeddings_index_and_search_and_are_never_mixed_with_local_vectors() {
         )
         .failure();
     assert!(local.stderr.contains("embedding model"), "{}", local.stderr);
+    // The embeddings server down: BM25 needs nothing from it, a vector
+    // search says which server failed.
+    llama.kill();
+    let args = with(&["search", "--json", "--mode", "bm25", "rocket"]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let bm25 = scratch.kbqa(&corpus, &args).success().json();
+    assert_eq!(bm25["results"][0]["source"], "rocket.md", "{bm25}");
+    let args = with(&["search", "--mode", "vector", "rocket"]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let down = scratch.kbqa(&corpus, &args).failure();
+    assert!(
+        down.stderr
+            .contains(&format!("model server {}", llama.url())),
+        "{}",
+        down.stderr
+    );
+
     // A replica without the corpus opens the generation as it is: refused too.
     let replica = scratch
         .kbqa(
