@@ -1,10 +1,13 @@
-//! Calibration data for the support check of cited answers
-//! (`answer::CITED_OVERLAP`, `answer::CITED_COSINE`).
+//! Calibration data for the support checks (`answer::CITED_OVERLAP`,
+//! `answer::CITED_COSINE`, `answer::EMBEDDING_SUPPORT`).
 //!
 //! Reads an answers report (`kbqa eval answers --report FILE`) and, for
-//! every answer the report counts as grounded, measures how its cited
-//! passages back it ([`kbqa::answer::support`]). Prints one TSV row per
-//! answer: id, verdict (correct / wrong / out-of-scope), overlap, cosine.
+//! every answer the report counts as grounded or refused as unsupported,
+//! measures how its passages back it ([`kbqa::answer::support`]: the cited
+//! ones, or all of them for an uncited answer; whole passages, not the
+//! focused sentences). Prints one TSV row per answer: id, grounded, cited,
+//! verdict (correct / wrong / out-of-scope, by the keywords), overlap,
+//! cosine (sentences in the other language only).
 //! The thresholds are chosen to keep the correct answers and drop the
 //! others; BENCHMARKS.md has the figures.
 //!
@@ -26,9 +29,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let config = kbqa::Config::load(None)?;
     config.validate()?;
     let kb = kbqa::Kb::open(&config, &mut |_| {})?;
-    let questions: HashMap<String, String> = kbqa::eval::load_set(&set)?
+    let items: HashMap<String, kbqa::eval::EvalItem> = kbqa::eval::load_set(&set)?
         .into_iter()
-        .map(|i| (i.id, i.question))
+        .map(|i| (i.id.clone(), i))
         .collect();
     let chunks: HashMap<&str, &str> = kb
         .generation()
@@ -37,13 +40,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .map(|c| (c.id.as_str(), c.text.as_str()))
         .collect();
     let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&report)?)?;
-    println!("id\tverdict\toverlap\tcosine");
+    println!("id\tgrounded\tcited\tverdict\toverlap\tcosine");
     for o in report["outcomes"].as_array().ok_or("no outcomes")? {
-        if o["grounded"] != true {
+        // What the model wrote: the answer, or the text refused as unsupported.
+        let (grounded, text) = if o["grounded"] == true {
+            (true, o["answer"].as_str().unwrap_or_default())
+        } else if o["refusal"] == "unsupported" {
+            (false, o["model_text"].as_str().unwrap_or_default())
+        } else {
             continue;
-        }
+        };
         let id = o["id"].as_str().unwrap_or_default();
-        let answer = o["answer"].as_str().unwrap_or_default();
+        let Some(item) = items.get(id) else { continue };
         // Numbered as in the prompt; a chunk the index no longer has is "".
         let passages: Vec<&str> = o["passages"]
             .as_array()
@@ -56,20 +64,27 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     .unwrap_or("")
             })
             .collect();
-        let (_, cited) = kbqa::answer::clean_citations(answer, passages.len());
-        if cited.is_empty() {
-            continue; // an uncited answer: the other check's business
-        }
-        let texts: Vec<&str> = cited.iter().map(|&n| passages[n - 1]).collect();
-        let question = questions.get(id).map(String::as_str).unwrap_or_default();
-        let s = kbqa::answer::support(answer, question, &texts, &kb);
-        let verdict = match (o["in_scope"] == true, o["correct"] == true) {
+        let (_, cited) = kbqa::answer::clean_citations(text, passages.len());
+        // Cited passages back a cited answer; any passage an uncited one.
+        let texts: Vec<&str> = if cited.is_empty() {
+            passages.clone()
+        } else {
+            cited.iter().map(|&n| passages[n - 1]).collect()
+        };
+        let s = kbqa::answer::support(text, &item.question, &texts, &kb);
+        let correct = kbqa::eval::missing_keywords(&item.keywords, text).is_empty();
+        let verdict = match (item.in_scope, correct) {
             (false, _) => "out-of-scope",
             (true, true) => "correct",
             (true, false) => "wrong",
         };
         let show = |v: Option<f32>| v.map_or("-".to_string(), |v| format!("{v:.3}"));
-        println!("{id}\t{verdict}\t{}\t{}", show(s.overlap), show(s.cosine));
+        println!(
+            "{id}\t{grounded}\t{}\t{verdict}\t{}\t{}",
+            !cited.is_empty(),
+            show(s.overlap),
+            show(s.cosine)
+        );
     }
     Ok(())
 }

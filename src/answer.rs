@@ -38,6 +38,10 @@ pub const NOT_IN_KB: &str = "NOT_IN_KB";
 /// Calibrated on `tests/eval/qa.jsonl` (see BENCHMARKS.md).
 pub const DEFAULT_REFUSAL_THRESHOLD: f32 = 0.9;
 
+/// Sentences shown to the model by default: measured against whole
+/// passages and against 12 on the eval set (BENCHMARKS.md, "Focused passages").
+pub const DEFAULT_FOCUS: usize = 8;
+
 /// The fixed system prompt (with [`EXAMPLES`], the reusable KV-cache prefix).
 pub const SYSTEM_PROMPT: &str = "You answer questions using only the numbered passages the user gives you.\n\
 Rules:\n\
@@ -167,6 +171,9 @@ pub struct AskOptions {
     /// Cosine a cited answer needs with a sentence of its cited passages
     /// when its words fall short ([`CITED_COSINE`] for e5).
     pub cited_support_cosine: f32,
+    /// Sentences shown to the model: the ones of the retrieved passages
+    /// closest to the question; 0 shows whole passages.
+    pub focus: usize,
 }
 
 impl AskOptions {
@@ -190,6 +197,7 @@ impl AskOptions {
             refusal_threshold: a.refusal_threshold,
             support_cosine: a.support_cosine,
             cited_support_cosine: a.cited_support_cosine,
+            focus: a.focus,
         }
     }
 }
@@ -205,6 +213,7 @@ impl Default for AskOptions {
             refusal_threshold: DEFAULT_REFUSAL_THRESHOLD,
             support_cosine: EMBEDDING_SUPPORT,
             cited_support_cosine: CITED_COSINE,
+            focus: DEFAULT_FOCUS,
         }
     }
 }
@@ -381,7 +390,15 @@ pub fn ask(
         return Ok(refuse(answer, Refusal::NoPassages, start, on_text));
     }
 
-    let (user, given) = build_prompt(generator, question, lang, &hits, opts)?;
+    let shown = if opts.focus > 0 {
+        focus(kb, question, lang, &hits, opts.focus)
+    } else {
+        None
+    };
+    let shown = shown.unwrap_or_else(|| hits.iter().map(|h| (h, passage_text(h, lang))).collect());
+    // Choosing sentences is part of retrieval.
+    answer.timings.retrieve_ms = ms(start);
+    let (user, given) = build_prompt(generator, question, lang, &shown, opts)?;
     let prompt = ChatPrompt {
         system: opts.prompt.system(),
         examples: opts.prompt.examples(),
@@ -608,7 +625,7 @@ fn build_prompt<'h>(
     generator: &dyn Generator,
     question: &str,
     lang: Lang,
-    hits: &'h [SearchHit],
+    passages: &[(&'h SearchHit, String)],
     opts: &AskOptions,
 ) -> Result<(String, Vec<Shown<'h>>)> {
     let tokens = |text: &str| generator.count_tokens(text);
@@ -631,13 +648,12 @@ fn build_prompt<'h>(
     let mut left = budget - fixed;
     let mut body = String::from("Passages:\n");
     let mut given = Vec::new();
-    for hit in hits {
+    for &(hit, ref shown) in passages {
         let header = format!("[{}] ({})\n", given.len() + 1, section_label(hit));
         let header_tokens = tokens(&header)?;
         if header_tokens + 8 > left {
             break;
         }
-        let shown = passage_text(hit, lang);
         let text = shown.trim();
         let kept = if header_tokens + tokens(text)? < left {
             text.to_string()
@@ -673,6 +689,88 @@ fn build_prompt<'h>(
     body.push_str(&tail);
     Ok((body, given))
 }
+
+/// The passages cut down to the `keep` sentences closest to the question
+/// (e5 cosine, plus a share of the question's words and bigrams), each
+/// passage keeping its chosen sentences in their order, the passages ordered
+/// by their best sentence. A 0.5B model copies whatever sentence is nearest
+/// the top of its prompt; fewer, closer sentences leave it less to confuse.
+/// `None` when there is no embedder (the whole passages are shown then).
+fn focus<'h>(
+    kb: &Kb,
+    question: &str,
+    lang: Lang,
+    hits: &'h [SearchHit],
+    keep: usize,
+) -> Option<Vec<(&'h SearchHit, String)>> {
+    let embedder = kb.embedder().ok()?;
+    let texts: Vec<String> = hits.iter().map(|h| passage_text(h, lang)).collect();
+    // (passage, sentence start, end)
+    let mut spans = Vec::new();
+    for (i, text) in texts.iter().enumerate() {
+        for (a, b) in sentences(text, 0, text.len()) {
+            let t = text[a..b].trim();
+            if !t.starts_with('#') && t.chars().filter(|c| c.is_alphanumeric()).count() >= 4 {
+                spans.push((i, a, b));
+            }
+        }
+    }
+    if spans.len() <= keep {
+        return None;
+    }
+    let q = embedder.embed_query(question).ok()?;
+    let sents: Vec<&str> = spans
+        .iter()
+        .map(|&(i, a, b)| texts[i][a..b].trim())
+        .collect();
+    let vs = embedder.embed_passages(&sents, &mut |_| {}).ok()?;
+    let q_units = units(question);
+    let scores: Vec<f32> = vs
+        .chunks_exact(embedder.dim())
+        .zip(&sents)
+        .map(|(v, s)| {
+            let cos: f32 = v.iter().zip(&q).map(|(a, b)| a * b).sum();
+            let u = units(s);
+            let shared = q_units.iter().filter(|x| u.contains(*x)).count();
+            cos + FOCUS_WORDS * shared as f32 / q_units.len().max(1) as f32
+        })
+        .collect();
+    let mut order: Vec<usize> = (0..spans.len()).collect();
+    order.sort_by(|&x, &y| scores[y].total_cmp(&scores[x]));
+    let mut chosen = order[..keep].to_vec();
+    chosen.sort_unstable();
+    let mut out: Vec<(f32, &'h SearchHit, String)> = Vec::new();
+    let mut last: Option<(usize, usize)> = None; // (passage, end of the previous chosen sentence)
+    for &c in &chosen {
+        let (i, a, b) = spans[c];
+        let text = &texts[i];
+        match last {
+            Some((p, end)) if p == i => {
+                let entry = out.last_mut().expect("a passage was started");
+                // Adjacent sentences run on; a gap is marked.
+                if text[end..a].trim().is_empty() {
+                    entry.2.push_str(&text[end..b]);
+                } else {
+                    entry.2.push_str(" … ");
+                    entry.2.push_str(&text[a..b]);
+                }
+                entry.0 = entry.0.max(scores[c]);
+            }
+            _ => out.push((scores[c], &hits[i], text[a..b].to_string())),
+        }
+        last = Some((i, b));
+    }
+    out.sort_by(|x, y| y.0.total_cmp(&x.0));
+    Some(
+        out.into_iter()
+            .map(|(_, h, t)| (h, t.trim().to_string()))
+            .collect(),
+    )
+}
+
+/// Weight of the question's words (share found in a sentence) against the
+/// e5 cosine when choosing sentences.
+const FOCUS_WORDS: f32 = 0.1;
 
 /// What the model sees of a passage. A glossary entry holds its term line
 /// and a definition per language; the model gets the term line and the
@@ -913,7 +1011,8 @@ pub struct Support {
     /// Share of what the answer adds to the question (words, Chinese
     /// bigrams) found in the passages together; `None`: it adds nothing.
     pub overlap: Option<f32>,
-    /// Best e5 cosine of the answer with one sentence of the passages.
+    /// Best e5 cosine of the answer with one sentence of the passages in
+    /// the other language (`None`: there is none).
     pub cosine: Option<f32>,
 }
 
@@ -1016,22 +1115,30 @@ fn embedding_pick(answer: &str, sents: &[&str], kb: &Kb) -> Option<usize> {
 /// 0.81–0.94 when the question was in scope, 0.77–0.90 when it was not.
 pub const EMBEDDING_SUPPORT: f32 = 0.905;
 
-/// The passage with the sentence most similar to the answer, and that
-/// similarity.
+/// The passage with the sentence most similar to the answer, among the
+/// sentences that state something in the other language, and that similarity.
 fn embedding_support(answer: &str, given: &[&str], kb: &Kb) -> Option<(usize, f32)> {
-    let embedder = kb.embedder().ok()?;
-    let q = embedder.embed_query(&strip_markers(answer)).ok()?;
+    let answer = strip_markers(answer);
+    let lang = Lang::detect(&answer);
     let mut owner = Vec::new();
     let mut sents: Vec<&str> = Vec::new();
     for (i, shown) in given.iter().enumerate() {
         for (a, b) in sentences(shown, 0, shown.len()) {
             let t = shown[a..b].trim();
-            if t.chars().filter(|c| c.is_alphanumeric()).count() >= 4 {
+            // In the answer's own language the words must match: meaning
+            // alone is topic, not fact ("OpenAI的创始人是马云" is close to
+            // any sentence about OpenAI).
+            if is_statement(t) && Lang::detect(t) != lang {
                 owner.push(i);
                 sents.push(t);
             }
         }
     }
+    if sents.is_empty() {
+        return None;
+    }
+    let embedder = kb.embedder().ok()?;
+    let q = embedder.embed_query(&answer).ok()?;
     let vs = embedder.embed_passages(&sents, &mut |_| {}).ok()?;
     let best = vs
         .chunks_exact(embedder.dim())
@@ -1040,6 +1147,26 @@ fn embedding_support(answer: &str, given: &[&str], kb: &Kb) -> Option<(usize, f3
         .max_by(|x, y| x.1.total_cmp(&y.1));
     tracing::debug!(?best, "embedding support");
     best
+}
+
+/// Whether a sentence states something. A heading or a glossary term line
+/// ("OpenAI (openAI / open AI)") only names a topic, so any answer about
+/// that topic is close to it in meaning, true or not ("OpenAI的创始人是马云"):
+/// such lines never back an answer by meaning.
+fn is_statement(s: &str) -> bool {
+    let s = s.trim();
+    if s.starts_with('#') {
+        return false;
+    }
+    let han = s.chars().filter(|&c| is_cjk(c)).count();
+    let words = s
+        .split(|c: char| !c.is_ascii_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .count();
+    let ends = s
+        .trim_end_matches(|c: char| c.is_whitespace() || "”’」』）)】\"'》".contains(c))
+        .ends_with(['。', '！', '？', '.', '!', '?', '；', ';', '：', ':', '…']);
+    han + words >= 4 && (ends || han + words >= 8)
 }
 
 fn strip_markers(text: &str) -> String {
@@ -1057,6 +1184,18 @@ fn snippet(text: &str, max_chars: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn headings_and_term_lines_are_not_statements() {
+        assert!(!is_statement("OpenAI (openAI / open AI)"));
+        assert!(!is_statement("## 一、通过了解chatGPT来理解什么是大模型"));
+        assert!(!is_statement("RLHF"));
+        assert!(is_statement(
+            "OpenAI是一家美国人工智能研究公司,开发了GPT系列模型和ChatGPT。"
+        ));
+        assert!(is_statement("Green tea is not fermented."));
+        assert!(is_statement("一块A100的FP16算力是312TFLOPS"));
+    }
 
     #[test]
     fn citations_outside_the_passages_are_dropped() {

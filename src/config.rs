@@ -278,6 +278,9 @@ pub struct AnswerConfig {
     pub support_cosine: f32,
     /// Embedding cosine that backs a cited answer whose words fall short.
     pub cited_support_cosine: f32,
+    /// Sentences of the retrieved passages shown to the model, the ones
+    /// closest to the question; 0 shows whole passages.
+    pub focus: usize,
 }
 
 impl Default for AnswerConfig {
@@ -294,6 +297,7 @@ impl Default for AnswerConfig {
             refusal_threshold: crate::answer::DEFAULT_REFUSAL_THRESHOLD,
             support_cosine: crate::answer::EMBEDDING_SUPPORT,
             cited_support_cosine: crate::answer::CITED_COSINE,
+            focus: crate::answer::DEFAULT_FOCUS,
         }
     }
 }

@@ -144,6 +144,9 @@ struct GenArgs {
     /// Refuse when the model's probability of NOT_IN_KB reaches this [default: answer.refusal_threshold].
     #[arg(long)]
     refusal_threshold: Option<f32>,
+    /// Show the model only the N passage sentences closest to the question (0 = whole passages) [default: answer.focus].
+    #[arg(long, value_name = "N")]
+    focus: Option<usize>,
 }
 
 impl GenArgs {
@@ -176,6 +179,9 @@ impl GenArgs {
         }
         if let Some(t) = self.refusal_threshold {
             a.refusal_threshold = t;
+        }
+        if let Some(n) = self.focus {
+            a.focus = n;
         }
         let mut opts = kbqa::answer::AskOptions::from_config(config);
         if let Some(m) = self.mode {

@@ -84,6 +84,70 @@ fn eflops_is_answered_and_cites_the_flops_passage() {
 }
 
 #[test]
+fn focus_shows_the_model_only_the_sentences_closest_to_the_question() {
+    let (kb, llm) = kb_and_llm();
+    let q = "华为昇腾910B的算力有多少？";
+    let with = |focus| {
+        let opts = AskOptions {
+            focus,
+            ..AskOptions::default()
+        };
+        ask(kb, llm, q, &opts, &mut |_| true).expect("ask")
+    };
+    let whole = with(0);
+    let focused = with(4);
+    // The same passages, cut down: a far shorter prompt…
+    assert!(
+        focused.usage.prompt_tokens + 150 < whole.usage.prompt_tokens,
+        "focused {} vs whole {} prompt tokens",
+        focused.usage.prompt_tokens,
+        whole.usage.prompt_tokens
+    );
+    // …led by the passage with the sentence asked about.
+    assert!(
+        chunk_text(&focused.passages[0].chunk_id).contains("910B"),
+        "{:#?}",
+        focused.passages
+    );
+    // What a citation shows is the passage's own sentences.
+    for c in &focused.citations {
+        let text = chunk_text(&c.chunk_id);
+        for part in c.text.split(" … ") {
+            assert!(
+                text.contains(part.trim()),
+                "{part:?} is not in {}",
+                c.chunk_id
+            );
+        }
+    }
+}
+
+#[test]
+fn meaning_backs_an_answer_only_across_languages() {
+    // Any answer about OpenAI is close in meaning to a sentence about
+    // OpenAI, true or not; in the passage's own language the words decide,
+    // and only a sentence in the other language is compared by meaning.
+    let (kb, _) = kb_and_llm();
+    let entry =
+        "OpenAI (openAI / open AI)\nOpenAI是一家美国人工智能研究公司,开发了GPT系列模型和ChatGPT。";
+    let zh = kbqa::answer::support(
+        "OpenAI的创始人是马云。",
+        "OpenAI的创始人是谁?",
+        &[entry],
+        kb,
+    );
+    assert_eq!(zh.cosine, None, "{zh:?}");
+    assert!(zh.overlap.is_some_and(|o| o < 0.5), "{zh:?}");
+    let en = kbqa::answer::support(
+        "OpenAI is an American artificial intelligence research company that developed the GPT series of models and ChatGPT.",
+        "What is OpenAI?",
+        &[entry],
+        kb,
+    );
+    assert!(en.cosine.is_some_and(|c| c > 0.85), "{en:?}");
+}
+
+#[test]
 fn out_of_scope_questions_are_refused_in_their_language() {
     let en = answer("What is the capital of Australia?");
     assert!(!en.grounded, "{en:#?}");
