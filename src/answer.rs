@@ -11,9 +11,14 @@
 //!   languages) a sentence of one passage must mean the same (e5), and
 //!   that passage is then cited; otherwise it is refused;
 //! - an answer with citations must be supported by the passages it cites,
-//!   the same way (a citation is a claim, not a proof);
+//!   the same way (a citation is a claim, not a proof); if they do not back
+//!   it, it is treated as uncited: the one passage that does is cited
+//!   instead, or it is refused;
+//! - a copy of the prompt (passage headers, the "Question:" line) is cut
+//!   from the answer;
 //! - numbers and digit-bearing names in an answer must appear in the
-//!   passages it cites;
+//!   passages it cites (a shown passage that holds one the cited ones lack
+//!   is cited too);
 //! - a refusal is a fixed sentence in the question's language with
 //!   `grounded: false`, never the model's own guess;
 //! - questions and passages are data: special-token text in them is
@@ -174,6 +179,9 @@ pub struct AskOptions {
     /// Sentences shown to the model: the ones of the retrieved passages
     /// closest to the question; 0 shows whole passages.
     pub focus: usize,
+    /// Search with the question's translation too when it is not in the
+    /// knowledge base's main language ([`crate::translate`]).
+    pub translate: bool,
 }
 
 impl AskOptions {
@@ -198,6 +206,7 @@ impl AskOptions {
             support_cosine: a.support_cosine,
             cited_support_cosine: a.cited_support_cosine,
             focus: a.focus,
+            translate: a.translate,
         }
     }
 }
@@ -214,6 +223,7 @@ impl Default for AskOptions {
             support_cosine: EMBEDDING_SUPPORT,
             cited_support_cosine: CITED_COSINE,
             focus: DEFAULT_FOCUS,
+            translate: false,
         }
     }
 }
@@ -239,7 +249,8 @@ pub struct Citation {
     pub score: f32,
     /// Sentences of the passage, verbatim, that best support the answer.
     pub evidence: Vec<String>,
-    /// True when the model did not cite it and the support check did.
+    /// True when the model did not cite it (or cited a passage that does
+    /// not back the answer) and the support check found it.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub inferred: bool,
 }
@@ -270,7 +281,8 @@ pub enum Refusal {
     /// The model answered without citing, and no passage contains most of
     /// what it said.
     Unsupported,
-    /// The answer has numbers or model names its cited passages lack.
+    /// The answer has numbers or model names that neither its cited
+    /// passages nor (at most two) other shown passages hold.
     Invented,
     /// The answer was cut off before it said anything.
     Empty,
@@ -319,7 +331,10 @@ pub struct Usage {
 pub struct Answer {
     /// The question, trimmed.
     pub question: String,
-    /// The answer text with `[n]` markers, or the refusal sentence.
+    /// The answer text with `[n]` markers, or the refusal sentence. It can
+    /// differ from the streamed text: a refusal replaces it, and a citation
+    /// of a passage that does not back the answer is replaced by one of the
+    /// passage that does.
     pub answer: String,
     /// Whether the answer is backed by cited passages.
     pub grounded: bool,
@@ -365,7 +380,10 @@ pub fn ask(
     let question = question.trim();
     check_query(question, opts.k)?;
     let lang = Lang::detect(question);
-    let hits = kb.search(question, opts.k, opts.mode)?;
+    // An English question over Chinese passages (or the reverse) is searched
+    // for with its translation too; the model still answers the question.
+    let translation = crate::translate::for_search(kb, generator, question, lang, opts.translate)?;
+    let hits = crate::translate::search(kb, question, translation.as_deref(), opts.k, opts.mode)?;
     let retrieve_ms = ms(start);
     let model = generator.name();
     let mut answer = Answer {
@@ -391,7 +409,14 @@ pub fn ask(
     }
 
     let shown = if opts.focus > 0 {
-        focus(kb, question, lang, &hits, opts.focus)
+        focus(
+            kb,
+            question,
+            translation.as_deref(),
+            lang,
+            &hits,
+            opts.focus,
+        )
     } else {
         None
     };
@@ -399,6 +424,7 @@ pub fn ask(
     // Choosing sentences is part of retrieval.
     answer.timings.retrieve_ms = ms(start);
     let (user, given) = build_prompt(generator, question, lang, &shown, opts)?;
+    tracing::debug!(prompt = %user, "user message");
     let prompt = ChatPrompt {
         system: opts.prompt.system(),
         examples: opts.prompt.examples(),
@@ -494,63 +520,16 @@ pub fn ask(
 
     tracing::debug!(raw = %generation.text, finish = ?generation.finish, "generated");
     let text = generation.text.trim();
-    if text.starts_with(NOT_IN_KB) {
-        return Ok(refuse(answer, Refusal::ModelDeclined, start, on_text));
-    }
-    let (text, cited) = clean_citations(&text.replace(NOT_IN_KB, ""), given.len());
-    let text = text.trim().to_string();
-    // "The passages do not mention…" without a citation is a refusal in words.
-    if cited.is_empty() && declines(&text) {
-        answer.model_text = Some(text);
-        return Ok(refuse(answer, Refusal::ModelDeclined, start, on_text));
-    }
-    if strip_markers(&text).trim().is_empty() {
-        return Ok(refuse(answer, Refusal::Empty, start, on_text));
-    }
     let shown: Vec<&str> = given.iter().map(|s| s.text.as_str()).collect();
-    let mut inferred = false;
-    let cited = if cited.is_empty() {
-        // Uncited: accept only what one passage visibly supports.
-        match best_support(&text, question, &shown) {
-            Some(i) => {
-                inferred = true;
-                vec![i + 1]
-            }
-            None => match embedding_support(&text, &shown, kb) {
-                // Across languages words cannot be matched; meaning can.
-                Some((i, cos)) if cos >= opts.support_cosine => {
-                    inferred = true;
-                    vec![i + 1]
-                }
-                _ => {
-                    answer.model_text = Some(text);
-                    return Ok(refuse(answer, Refusal::Unsupported, start, on_text));
-                }
-            },
+    let checked = match check(text, question, &shown, kb, opts) {
+        Ok(c) => c,
+        Err((why, model_text)) => {
+            answer.model_text = model_text;
+            return Ok(refuse(answer, why, start, on_text));
         }
-    } else {
-        // Cited: the cited passages must back what the answer adds to the
-        // question ("OpenAI的创始人是李彦宏[1]" cites a passage about OpenAI
-        // that never names a founder).
-        let texts: Vec<&str> = cited.iter().map(|&n| shown[n - 1]).collect();
-        if !cited_support(&text, question, &texts, kb, opts.cited_support_cosine) {
-            answer.model_text = Some(text);
-            return Ok(refuse(answer, Refusal::Unsupported, start, on_text));
-        }
-        cited
     };
-    // Numbers and model names are where a small model invents facts
-    // ("GPT-4 has 1750亿 parameters" from a passage about GPT-3): every one
-    // in the answer must appear in a cited passage.
-    let cited_text: String = cited.iter().map(|&n| given[n - 1].text.as_str()).collect();
-    // (the text the model saw: glossary lines and trimmed passages as shown)
-    let invented = unsupported_specifics(&text, &cited_text);
-    if !invented.is_empty() {
-        tracing::debug!(?invented, "answer has specifics its passages lack");
-        answer.model_text = Some(text);
-        return Ok(refuse(answer, Refusal::Invented, start, on_text));
-    }
-    answer.citations = cited
+    answer.citations = checked
+        .cited
         .iter()
         .map(|&n| {
             let shown = &given[n - 1];
@@ -563,29 +542,163 @@ pub fn ask(
                 snippet: snippet(&hit.text, 160),
                 text: shown.text.clone(),
                 score: hit.score,
-                evidence: evidence(&text, question, &shown.text, kb),
-                inferred,
+                evidence: evidence(&checked.text, question, &shown.text, kb),
+                inferred: checked.inferred || checked.added.contains(&n),
             }
         })
         .collect();
     // A supported but uncited answer gets its marker, so the text itself
     // always says where it comes from (and streamed text stays the answer).
-    let text = if inferred {
-        let space = if text.chars().last().is_some_and(|c| c.is_ascii()) {
-            " "
-        } else {
-            ""
-        };
-        let marker = format!("{space}[{}]", cited[0]);
-        on_text(&marker);
-        text + &marker
-    } else {
-        text
-    };
+    // Re-cited text no longer matches what was streamed; callers that
+    // streamed it show the final text (see `Answer::answer`).
+    if !checked.recited && !checked.appended.is_empty() {
+        on_text(&checked.appended);
+    }
+    let text = checked.text;
     answer.answer = text;
     answer.grounded = true;
     answer.timings.total_ms = ms(start);
     Ok(answer)
+}
+
+/// The model's text once it passed the checks.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Checked {
+    /// The answer, its `[n]` markers naming only passages that back it.
+    pub text: String,
+    /// The cited passages' numbers (1-based, as in the prompt).
+    pub cited: Vec<usize>,
+    /// The checks chose the citation: the model cited nothing, or passages
+    /// that do not back the answer.
+    pub inferred: bool,
+    /// The model's own markers were replaced (so `text` differs from the
+    /// text the model wrote, not only by `appended`).
+    pub recited: bool,
+    /// Passages the checks cited because they hold a number or name of the
+    /// answer that the other cited passages lack.
+    pub added: Vec<usize>,
+    /// The markers the checks added at the end of the model's text, if any.
+    pub appended: String,
+}
+
+/// Most passages cited for the numbers and names they hold (see [`Checked::added`]).
+const MAX_ADDED_CITATIONS: usize = 2;
+
+/// The grounding checks on what the model wrote (`raw`, trimmed) for
+/// `question` from the passages it was `shown` (as shown): the answer with checked
+/// citations, or why it is refused (with the model's text, when it said
+/// something other than the refusal).
+pub fn check(
+    raw: &str,
+    question: &str,
+    shown: &[&str],
+    kb: &Kb,
+    opts: &AskOptions,
+) -> std::result::Result<Checked, (Refusal, Option<String>)> {
+    if raw.starts_with(NOT_IN_KB) {
+        return Err((Refusal::ModelDeclined, None));
+    }
+    let (text, cited) =
+        clean_citations(&copied_prompt_cut(raw).replace(NOT_IN_KB, ""), shown.len());
+    let text = text.trim().to_string();
+    // "The passages do not mention…" without a citation is a refusal in words.
+    if cited.is_empty() && declines(&text) {
+        return Err((Refusal::ModelDeclined, Some(text)));
+    }
+    if strip_markers(&text).trim().is_empty() {
+        return Err((Refusal::Empty, None));
+    }
+    // Cited: the cited passages must back what the answer adds to the
+    // question ("OpenAI的创始人是李彦宏[1]" cites a passage about OpenAI
+    // that never names a founder).
+    let backed = !cited.is_empty() && {
+        let texts: Vec<&str> = cited.iter().map(|&n| shown[n - 1]).collect();
+        cited_support(&text, question, &texts, kb, opts.cited_support_cosine)
+    };
+    let mut checked = Checked {
+        recited: !backed && !cited.is_empty(),
+        text,
+        cited,
+        inferred: false,
+        added: Vec::new(),
+        appended: String::new(),
+    };
+    if !backed {
+        // Uncited, or citing the wrong passage: accept only what one passage
+        // visibly supports, and cite that one instead.
+        let cosine = if checked.recited {
+            opts.cited_support_cosine
+        } else {
+            opts.support_cosine
+        };
+        let found = best_support(&checked.text, question, shown).or_else(|| {
+            // Across languages words cannot be matched; meaning can.
+            embedding_support(&checked.text, shown, kb)
+                .filter(|&(_, cos)| cos >= cosine)
+                .map(|(i, _)| i)
+        });
+        let Some(i) = found else {
+            return Err((Refusal::Unsupported, Some(checked.text)));
+        };
+        checked.inferred = true;
+        checked.cited = vec![i + 1];
+        if checked.recited {
+            checked.text = strip_markers(&checked.text).trim_end().to_string();
+        }
+    }
+    // Numbers and model names are where a small model invents facts
+    // ("GPT-4 has 1750亿 parameters" from a passage about GPT-3): every one
+    // in the answer must appear in a cited passage (as shown to the model:
+    // glossary lines and trimmed passages).
+    let mut cited_text = checked
+        .cited
+        .iter()
+        .map(|&n| shown[n - 1])
+        .collect::<Vec<_>>()
+        .join("\n");
+    let mut invented = unsupported_specifics(&checked.text, &cited_text);
+    // An answer may take a number or name from a passage it did not cite
+    // ("…312 TFLOPS for the A100" from [1], "H100" from [2]): that passage
+    // is cited too, at most two of them.
+    while !invented.is_empty() && checked.added.len() < MAX_ADDED_CITATIONS {
+        let holds = |i: usize| {
+            let hay = squash(shown[i]);
+            invented.iter().filter(|t| hay.contains(t.as_str())).count()
+        };
+        let best = (0..shown.len())
+            .filter(|i| !checked.cited.contains(&(i + 1)))
+            .map(|i| (i, holds(i)))
+            .filter(|&(_, n)| n > 0)
+            .max_by(|a, b| a.1.cmp(&b.1).then(b.0.cmp(&a.0)));
+        let Some((i, _)) = best else { break };
+        checked.cited.push(i + 1);
+        checked.added.push(i + 1);
+        cited_text.push('\n');
+        cited_text.push_str(shown[i]);
+        invented = unsupported_specifics(&checked.text, &cited_text);
+    }
+    if !invented.is_empty() {
+        tracing::debug!(?invented, "answer has specifics its passages lack");
+        return Err((Refusal::Invented, Some(checked.text)));
+    }
+    let markers: Vec<usize> = checked
+        .inferred
+        .then_some(checked.cited[0])
+        .into_iter()
+        .chain(checked.added.iter().copied())
+        .collect();
+    if !markers.is_empty() {
+        let space = if checked.text.chars().last().is_some_and(|c| c.is_ascii()) {
+            " "
+        } else {
+            ""
+        };
+        checked.appended = std::iter::once(space.to_string())
+            .chain(markers.iter().map(|n| format!("[{n}]")))
+            .collect();
+        checked.text.push_str(&checked.appended);
+    }
+    Ok(checked)
 }
 
 fn ms(since: Instant) -> f64 {
@@ -699,6 +812,7 @@ fn build_prompt<'h>(
 fn focus<'h>(
     kb: &Kb,
     question: &str,
+    translation: Option<&str>,
     lang: Lang,
     hits: &'h [SearchHit],
     keep: usize,
@@ -718,21 +832,31 @@ fn focus<'h>(
     if spans.len() <= keep {
         return None;
     }
-    let q = embedder.embed_query(question).ok()?;
+    // Each sentence is scored against the question and against its
+    // translation (if any); the better score counts, so a sentence in
+    // either language can win.
+    let queries: Vec<(Vec<f32>, HashSet<String>)> = std::iter::once(question)
+        .chain(translation)
+        .map(|q| Some((embedder.embed_query(q).ok()?, units(q))))
+        .collect::<Option<_>>()?;
     let sents: Vec<&str> = spans
         .iter()
         .map(|&(i, a, b)| texts[i][a..b].trim())
         .collect();
     let vs = embedder.embed_passages(&sents, &mut |_| {}).ok()?;
-    let q_units = units(question);
     let scores: Vec<f32> = vs
         .chunks_exact(embedder.dim())
         .zip(&sents)
         .map(|(v, s)| {
-            let cos: f32 = v.iter().zip(&q).map(|(a, b)| a * b).sum();
             let u = units(s);
-            let shared = q_units.iter().filter(|x| u.contains(*x)).count();
-            cos + FOCUS_WORDS * shared as f32 / q_units.len().max(1) as f32
+            queries
+                .iter()
+                .map(|(q, q_units)| {
+                    let cos: f32 = v.iter().zip(q).map(|(a, b)| a * b).sum();
+                    let shared = q_units.iter().filter(|x| u.contains(*x)).count();
+                    cos + FOCUS_WORDS * shared as f32 / q_units.len().max(1) as f32
+                })
+                .fold(f32::MIN, f32::max)
         })
         .collect();
     let mut order: Vec<usize> = (0..spans.len()).collect();
@@ -871,6 +995,28 @@ pub fn clean_citations(text: &str, passages: usize) -> (String, Vec<usize>) {
     }
     out.push_str(rest);
     (out, cited)
+}
+
+/// The answer up to where it starts copying the prompt: a small model
+/// sometimes writes out its passages one after another, headers
+/// ("[2] (section)") included, or the "Question:" line. The headers would
+/// read as citations of everything it copied.
+fn copied_prompt_cut(text: &str) -> &str {
+    let mut offset = 0;
+    for line in text.split_inclusive('\n') {
+        let l = line.trim_start();
+        let header = l
+            .strip_prefix('[')
+            .and_then(|r| r.split_once("] ("))
+            .is_some_and(|(n, _)| {
+                !n.is_empty() && n.len() <= 2 && n.chars().all(|c| c.is_ascii_digit())
+            });
+        if offset > 0 && (header || l.starts_with("Question:") || l.starts_with("Passages:")) {
+            return text[..offset].trim_end();
+        }
+        offset += line.len();
+    }
+    text
 }
 
 /// Content units of text for overlap: lowercase words (letters/digits) and
@@ -1184,6 +1330,17 @@ fn snippet(text: &str, max_chars: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_copied_prompt_is_cut_at_its_first_header() {
+        assert_eq!(
+            copied_prompt_cut("答案[1]。\n\n[2] (一、章节)\n别的"),
+            "答案[1]。"
+        );
+        assert_eq!(copied_prompt_cut("A [1].\nQuestion: again?"), "A [1].");
+        // A citation at a line start is not a header.
+        assert_eq!(copied_prompt_cut("A.\n[1] says B."), "A.\n[1] says B.");
+    }
 
     #[test]
     fn headings_and_term_lines_are_not_statements() {

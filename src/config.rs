@@ -281,6 +281,9 @@ pub struct AnswerConfig {
     /// Sentences of the retrieved passages shown to the model, the ones
     /// closest to the question; 0 shows whole passages.
     pub focus: usize,
+    /// Search with the question's translation (by the generator) too when
+    /// it is not written in the knowledge base's main language.
+    pub translate: bool,
 }
 
 impl Default for AnswerConfig {
@@ -298,6 +301,7 @@ impl Default for AnswerConfig {
             support_cosine: crate::answer::EMBEDDING_SUPPORT,
             cited_support_cosine: crate::answer::CITED_COSINE,
             focus: crate::answer::DEFAULT_FOCUS,
+            translate: false,
         }
     }
 }

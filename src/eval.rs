@@ -119,6 +119,10 @@ fn yes() -> bool {
 pub struct RetrievalReport {
     /// The retriever evaluated.
     pub mode: SearchMode,
+    /// Whether questions in the other language were searched for with
+    /// their translation too ([`crate::translate`]).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub translated: bool,
     /// All in-scope questions.
     pub overall: RetrievalMetrics,
     /// Per language.
@@ -130,11 +134,14 @@ pub struct RetrievalReport {
 /// How deep the evaluation looks (MRR is cut off here).
 pub const EVAL_DEPTH: usize = 10;
 
-/// Runs every in-scope question through retrieval.
+/// Runs every in-scope question through retrieval; with a `translator`,
+/// a question in the other language than the knowledge base's is searched
+/// for with its translation too, as `ask` does.
 pub fn evaluate_retrieval(
     kb: &Kb,
     items: &[EvalItem],
     mode: SearchMode,
+    translator: Option<&dyn crate::llm::Generator>,
 ) -> Result<RetrievalReport> {
     let mut outcomes = Vec::new();
     let top = |mode: SearchMode, q: &str| -> Result<Option<f32>> {
@@ -146,7 +153,20 @@ pub fn evaluate_retrieval(
         }
     };
     for item in items {
-        let hits = match kb.search(&item.question, EVAL_DEPTH, mode) {
+        let translation = match translator {
+            Some(g) => {
+                let lang = crate::answer::Lang::detect(&item.question);
+                crate::translate::for_search(kb, g, &item.question, lang, true)?
+            }
+            None => None,
+        };
+        let hits = match crate::translate::search(
+            kb,
+            &item.question,
+            translation.as_deref(),
+            EVAL_DEPTH,
+            mode,
+        ) {
             Ok(h) => h,
             Err(Error::InvalidQuery(_)) => Vec::new(),
             Err(e) => return Err(e),
@@ -178,6 +198,7 @@ pub fn evaluate_retrieval(
     let by_lang = per_lang(&outcomes, |o| &o.lang, metrics);
     Ok(RetrievalReport {
         mode,
+        translated: translator.is_some(),
         overall: metrics(&outcomes.iter().collect::<Vec<_>>()),
         by_lang,
         outcomes: outcomes_all,
@@ -215,10 +236,15 @@ impl RetrievalReport {
         let mut s = format!(
             "| mode | group | questions | recall@1 | recall@5 | MRR@{EVAL_DEPTH} |\n|---|---|---|---|---|---|\n"
         );
+        let mode = if self.translated {
+            format!("{} + translation", self.mode)
+        } else {
+            self.mode.to_string()
+        };
         let row = |s: &mut String, group: &str, m: &RetrievalMetrics| {
             s.push_str(&format!(
-                "| {} | {group} | {} | {:.3} | {:.3} | {:.3} |\n",
-                self.mode, m.questions, m.recall_at_1, m.recall_at_5, m.mrr
+                "| {mode} | {group} | {} | {:.3} | {:.3} | {:.3} |\n",
+                m.questions, m.recall_at_1, m.recall_at_5, m.mrr
             ));
         };
         row(&mut s, "all", &self.overall);

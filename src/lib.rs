@@ -28,6 +28,7 @@ pub mod remote;
 pub mod retrieve;
 pub mod server;
 pub mod synth;
+pub mod translate;
 
 pub use config::Config;
 pub use error::{Error, Result};

@@ -147,6 +147,9 @@ struct GenArgs {
     /// Show the model only the N passage sentences closest to the question (0 = whole passages) [default: answer.focus].
     #[arg(long, value_name = "N")]
     focus: Option<usize>,
+    /// Search with the question's translation too when it is not in the knowledge base's main language [default: answer.translate, true].
+    #[arg(long, value_name = "BOOL")]
+    translate: Option<bool>,
 }
 
 impl GenArgs {
@@ -182,6 +185,9 @@ impl GenArgs {
         }
         if let Some(n) = self.focus {
             a.focus = n;
+        }
+        if let Some(t) = self.translate {
+            a.translate = t;
         }
         let mut opts = kbqa::answer::AskOptions::from_config(config);
         if let Some(m) = self.mode {
@@ -229,9 +235,12 @@ enum EvalCommand {
         /// Retriever: bm25, vector or hybrid [default: search.mode, hybrid].
         #[arg(long)]
         mode: Option<SearchMode>,
-        /// Where to write the JSON report [default: tests/eval/reports/retrieval-<mode>.json].
+        /// Where to write the JSON report [default: tests/eval/reports/retrieval-<mode>[-translated].json].
         #[arg(long)]
         report: Option<PathBuf>,
+        /// Search for questions in the other language with their translation too, as `ask` does (loads the generator).
+        #[arg(long)]
+        translate: bool,
     },
 }
 
@@ -439,13 +448,24 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             print!("{}", r.to_markdown());
             println!("report: {}", path.display());
         }
-        Command::Eval(EvalCommand::Retrieval { set, mode, report }) => {
+        Command::Eval(EvalCommand::Retrieval {
+            set,
+            mode,
+            report,
+            translate,
+        }) => {
             let kb = open(&config)?;
             let mode = mode.unwrap_or(config.search.mode);
             let items = kbqa::eval::load_set(&set)?;
-            let r = kbqa::eval::evaluate_retrieval(&kb, &items, mode)?;
+            let llm = if translate {
+                Some(load_llm(&config)?)
+            } else {
+                None
+            };
+            let r = kbqa::eval::evaluate_retrieval(&kb, &items, mode, llm.as_deref())?;
             let path = report.unwrap_or_else(|| {
-                PathBuf::from(format!("tests/eval/reports/retrieval-{mode}.json"))
+                let suffix = if translate { "-translated" } else { "" };
+                PathBuf::from(format!("tests/eval/reports/retrieval-{mode}{suffix}.json"))
             });
             if let Some(dir) = path.parent() {
                 std::fs::create_dir_all(dir).with_context(|| dir.display().to_string())?;
@@ -661,6 +681,13 @@ fn print_answer(
             writeln!(out, "{}", a.answer)?;
         }
         return Ok(());
+    }
+    if streamed.trim() != a.answer {
+        writeln!(
+            out,
+            "\n[citation corrected: the cited passage does not back it]"
+        )?;
+        writeln!(out, "{}", a.answer)?;
     }
     writeln!(out, "\nSources:")?;
     for c in &a.citations {

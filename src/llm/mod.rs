@@ -181,6 +181,10 @@ pub fn load_generator(
 /// so cached prompt prefixes from before are not reused.
 const NUMERICS_VERSION: u32 = 2;
 
+/// Prompt prefixes kept in memory: the answer's and the question
+/// translation's ([`crate::translate`]) alternate in a session.
+const PREFIXES_KEPT: usize = 2;
+
 /// Special tokens of the ChatML format both supported model families use.
 struct ChatMl {
     im_start: u32,
@@ -196,8 +200,9 @@ pub struct Llm {
     chat: ChatMl,
     path: PathBuf,
     context: usize,
-    /// The system-prompt prefix last computed, and its cache.
-    prefix: Mutex<Option<(Vec<u32>, KvCache)>>,
+    /// The system-prompt prefixes last used (the answer's and the
+    /// translation's), most recent first, and their caches.
+    prefix: Mutex<Vec<(Vec<u32>, KvCache)>>,
     /// Where prefix caches are kept between processes (`kbqa ask` is one
     /// question per process; the prefix is the same every time).
     prefix_dir: Option<PathBuf>,
@@ -257,7 +262,7 @@ impl Llm {
             chat,
             path: path.to_path_buf(),
             context,
-            prefix: Mutex::new(None),
+            prefix: Mutex::new(Vec::new()),
             prefix_dir: None,
         })
     }
@@ -351,12 +356,16 @@ impl Llm {
     fn cache_for(&self, prefix: &[u32]) -> Result<(KvCache, usize)> {
         let mut cache = self.model.new_cache(self.context);
         let mut memo = self.prefix.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((ids, c)) = memo.as_ref() {
-            if ids == prefix {
-                cache.copy_prefix_from(c);
-                return Ok((cache, prefix.len()));
-            }
+        if let Some(i) = memo.iter().position(|(ids, _)| ids == prefix) {
+            let hit = memo.remove(i);
+            cache.copy_prefix_from(&hit.1);
+            memo.insert(0, hit);
+            return Ok((cache, prefix.len()));
         }
+        let keep = |memo: &mut Vec<(Vec<u32>, KvCache)>, c: KvCache| {
+            memo.insert(0, (prefix.to_vec(), c));
+            memo.truncate(PREFIXES_KEPT);
+        };
         let file = self.prefix_file(prefix);
         let stored = file
             .as_ref()
@@ -365,7 +374,7 @@ impl Llm {
             .filter(|c| c.len() == prefix.len() && c.fits(&self.model));
         if let Some(c) = stored {
             cache.copy_prefix_from(&c);
-            *memo = Some((prefix.to_vec(), c));
+            keep(&mut memo, c);
             return Ok((cache, prefix.len()));
         }
         self.model.forward(prefix, &mut cache, false)?;
@@ -384,7 +393,7 @@ impl Llm {
                 );
             }
         }
-        *memo = Some((prefix.to_vec(), snapshot));
+        keep(&mut memo, snapshot);
         Ok((cache, 0))
     }
 

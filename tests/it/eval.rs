@@ -38,7 +38,7 @@ fn bm25_recall_at_5_is_at_least_085() {
     };
     let kb = Kb::open(&config, &mut |_| {}).unwrap();
     let items = load_set(&repo().join("tests/eval/qa.jsonl")).unwrap();
-    let r = evaluate_retrieval(&kb, &items, SearchMode::Bm25).unwrap();
+    let r = evaluate_retrieval(&kb, &items, SearchMode::Bm25, None).unwrap();
     eprintln!("{}", r.to_markdown());
     assert!(
         r.overall.recall_at_5 >= 0.85,

@@ -1,0 +1,167 @@
+//! Questions asked in the other language than the knowledge base's: the
+//! generator translates them before retrieval.
+//!
+//! The shipped knowledge base is mostly Chinese. An English question
+//! shares no words with a Chinese passage, so BM25 cannot help, and e5's
+//! cross-language similarity ranks the right passage first for only half
+//! of the English eval questions (0.52, against 0.90 for Chinese ones).
+//! Searching with the question *and* its translation puts both retrievers
+//! back on their home ground; the model still answers the question as
+//! asked, in its own language. The translation is a hint for retrieval,
+//! never shown as a fact: a bad one costs recall, not honesty.
+
+use crate::answer::Lang;
+use crate::error::Result;
+use crate::kb::Kb;
+use crate::llm::{ChatPrompt, Generator, SamplingParams};
+use crate::retrieve::{check_query, SearchHit, SearchMode};
+
+/// The language most of the knowledge base's passages are written in
+/// (glossary entries hold both, and count for the one they have more of).
+pub fn main_language(kb: &Kb) -> Lang {
+    let chunks = &kb.generation().chunks;
+    let zh = chunks
+        .iter()
+        .filter(|c| Lang::detect(&c.text) == Lang::Zh)
+        .count();
+    if zh * 2 >= chunks.len() && zh > 0 {
+        Lang::Zh
+    } else {
+        Lang::En
+    }
+}
+
+const SYSTEM_TO_ZH: &str = "Translate the user's question into Chinese. Reply with the translation only. Do not answer it.";
+const SYSTEM_TO_EN: &str = "Translate the user's question into English. Reply with the translation only. Do not answer it.";
+
+/// Worked examples: the model copies their form (a translation, not an
+/// answer). Their topics are not in the shipped knowledge base, so their
+/// words cannot leak into a translation as search terms that match.
+const EXAMPLES_TO_ZH: &[(&str, &str)] = &[
+    (
+        "What does the author say about green tea?",
+        "作者对绿茶有什么看法？",
+    ),
+    (
+        "How long is the Great Wall, and when was it built?",
+        "长城有多长？是什么时候修建的？",
+    ),
+];
+const EXAMPLES_TO_EN: &[(&str, &str)] = &[
+    (
+        "作者对绿茶有什么看法？",
+        "What does the author say about green tea?",
+    ),
+    (
+        "长城有多长？是什么时候修建的？",
+        "How long is the Great Wall, and when was it built?",
+    ),
+];
+
+/// The question in `to`, by `generator` (greedy, one line); `None` when
+/// what it wrote is not a question in `to` (a small model sometimes
+/// answers instead, in the question's language), or is far longer than
+/// the question.
+pub fn translate(generator: &dyn Generator, question: &str, to: Lang) -> Result<Option<String>> {
+    let (system, examples) = match to {
+        Lang::Zh => (SYSTEM_TO_ZH, EXAMPLES_TO_ZH),
+        Lang::En => (SYSTEM_TO_EN, EXAMPLES_TO_EN),
+    };
+    let prompt = ChatPrompt {
+        system,
+        examples,
+        user: question,
+    };
+    let params = SamplingParams {
+        max_new_tokens: MAX_TOKENS,
+        stop: vec!["\n".into()],
+        ..SamplingParams::default()
+    };
+    let out = generator.generate(&prompt, &params, None, &mut |_| true)?;
+    let text = out.text.trim();
+    let chars = text.chars().count();
+    let ok = !text.is_empty()
+        && out.finish != crate::llm::Finish::Length
+        && Lang::detect(text) == to
+        && chars <= 3 * question.chars().count() + 16;
+    tracing::debug!(translation = %text, ok, "question translated");
+    Ok(ok.then(|| text.to_string()))
+}
+
+/// Most tokens of a translation; a question longer than that is not
+/// translated in full, and the cut-off translation is not used.
+const MAX_TOKENS: usize = 96;
+
+/// The question's translation into the knowledge base's main language
+/// when it is written in the other one and `enabled`; `None` otherwise, or
+/// when the model did not translate it.
+pub fn for_search(
+    kb: &Kb,
+    generator: &dyn Generator,
+    question: &str,
+    lang: Lang,
+    enabled: bool,
+) -> Result<Option<String>> {
+    let target = main_language(kb);
+    if !enabled || target == lang {
+        return Ok(None);
+    }
+    translate(generator, question, target)
+}
+
+/// What to search for: the question, and its translation on a second line.
+pub fn search_text(question: &str, translation: Option<&str>) -> String {
+    match translation {
+        Some(t) => format!("{question}\n{t}"),
+        None => question.to_string(),
+    }
+}
+
+/// The `k` best passages for `question`: with a translation, the hits for
+/// the question alone and for the question with its translation, fused by
+/// reciprocal rank. The question's own hits keep their say: searched for
+/// with the translation only, an English question lost the English
+/// glossary definitions the model answers English questions best from
+/// (BENCHMARKS.md, "Questions in the other language").
+pub fn search(
+    kb: &Kb,
+    question: &str,
+    translation: Option<&str>,
+    k: usize,
+    mode: SearchMode,
+) -> Result<Vec<SearchHit>> {
+    let own = kb.search(question, k, mode)?;
+    let Some(t) = translation else {
+        return Ok(own);
+    };
+    let both = search_text(question, Some(t));
+    if check_query(&both, k).is_err() {
+        return Ok(own);
+    }
+    let with = kb.search(&both, k, mode)?;
+    let mut fused: Vec<(f32, SearchHit)> = Vec::new();
+    for list in [own, with] {
+        for (i, hit) in list.into_iter().enumerate() {
+            let share = 1.0 / (FUSE_K + (i + 1) as f32);
+            match fused.iter_mut().find(|(_, h)| h.chunk_id == hit.chunk_id) {
+                Some((score, _)) => *score += share,
+                None => fused.push((share, hit)),
+            }
+        }
+    }
+    // Stable: ties keep the question's own order.
+    fused.sort_by(|a, b| b.0.total_cmp(&a.0));
+    Ok(fused
+        .into_iter()
+        .take(k)
+        .enumerate()
+        .map(|(i, (_, mut hit))| {
+            hit.rank = i + 1;
+            hit
+        })
+        .collect())
+}
+
+/// The reciprocal-rank constant of [`search`]'s fusion: small, so the top
+/// of each list counts for much more than its tail.
+const FUSE_K: f32 = 10.0;
