@@ -195,8 +195,8 @@ fn the_910b_answer_cites_the_passage_its_number_comes_from() {
     // The model writes "…280TFLOPS[1]" citing the glossary entry on the
     // chip, which holds no number; the answer must cite the passage that
     // holds the number it states. (Which number: run alone the model says
-    // 280; run alongside the other tests it has said 312, the A100's —
-    // a wrong attribution no check catches, noted in BENCHMARKS.md.)
+    // 280; run alongside the translation test it has said 312, the A100's —
+    // a wrong attribution no check catches; BENCHMARKS.md has the open bug.)
     let a = answer("华为昇腾910B的算力有多少?");
     assert!(a.grounded, "{a:#?}");
     let before = a.answer.split("TFLOPS").next().unwrap_or_default();
