@@ -118,14 +118,6 @@ pub fn for_search(
     translate(generator, question, target)
 }
 
-/// What to search for: the question, and its translation on a second line.
-pub fn search_text(question: &str, translation: Option<&str>) -> String {
-    match translation {
-        Some(t) => format!("{question}\n{t}"),
-        None => question.to_string(),
-    }
-}
-
 /// The `k` best passages for `question`: with a translation, the hits for
 /// the question alone and for the question with its translation, fused by
 /// reciprocal rank. The question's own hits keep their say: searched for
@@ -143,7 +135,7 @@ pub fn search(
     let Some(t) = translation else {
         return Ok(own);
     };
-    let both = search_text(question, Some(t));
+    let both = format!("{question}\n{t}");
     if check_query(&both, k).is_err() {
         return Ok(own);
     }
