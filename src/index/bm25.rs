@@ -55,7 +55,10 @@ pub fn build(
     index
         .tokenizers()
         .register(ANALYZER_NAME, tokenizer::analyzer(kind, &synonyms.concat()));
-    let mut writer: tantivy::IndexWriter = index.writer(128 << 20)?;
+    // One indexing thread: documents then sit in chunk order, so the same
+    // corpus gives the same index (with more threads, which thread took a
+    // document decided its address, and so the order of equal scores).
+    let mut writer: tantivy::IndexWriter = index.writer_with_num_threads(1, 128 << 20)?;
     let step = (chunks.len() / 20).max(500);
     for (ord, c) in chunks.iter().enumerate() {
         writer.add_document(doc!(
@@ -143,8 +146,14 @@ impl Bm25Index {
         out
     }
 
-    /// The `k` best chunks as (chunk ordinal, BM25 score), best first;
-    /// `expand` turns glossary expansion on.
+    /// The `k` best chunks as (chunk ordinal, BM25 score), best first, equal
+    /// scores in chunk order; `expand` turns glossary expansion on.
+    ///
+    /// Equal scores are common (glossary entries of similar length matching
+    /// one query word), and a rank decides a fused score, so ties are broken
+    /// by ordinal here rather than by where tantivy happened to store a
+    /// document: otherwise two builds of one corpus could rank, and so
+    /// answer, differently.
     pub fn search(&self, query: &str, k: usize, expand: bool) -> Result<Vec<(usize, f32)>> {
         let terms = self.weighted_terms(query, expand);
         if terms.is_empty() {
@@ -173,7 +182,19 @@ impl Bm25Index {
         }
         let query = BooleanQuery::new(clauses);
         let searcher = self.reader.searcher();
-        let top = searcher.search(&query, &TopDocs::with_limit(k).order_by_score())?;
+        // Fetch past the k-th score's ties so the cut does not depend on
+        // which of them tantivy returns first.
+        let mut limit = k.saturating_mul(2).saturating_add(8);
+        let top = loop {
+            let top = searcher.search(&query, &TopDocs::with_limit(limit).order_by_score())?;
+            let tied_past_limit = top.len() == limit
+                && k > 0
+                && top.get(k - 1).map(|t| t.0) == top.last().map(|t| t.0);
+            if !tied_past_limit || limit as u64 >= self.num_docs {
+                break top;
+            }
+            limit = limit.saturating_mul(4);
+        };
         let mut out = Vec::with_capacity(top.len());
         for (score, addr) in top {
             let d: TantivyDocument = searcher.doc(addr)?;
@@ -186,6 +207,8 @@ impl Bm25Index {
                 })?;
             out.push((ord as usize, score));
         }
+        out.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        out.truncate(k);
         Ok(out)
     }
 }
@@ -253,4 +276,51 @@ impl Expander {
 
 fn is_cjk_name(terms: &[String]) -> bool {
     terms.iter().any(|t| t.chars().any(crate::chunk::is_cjk))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::chunk::{chunk_corpus, ChunkConfig};
+    use crate::corpus::Corpus;
+
+    #[test]
+    fn two_builds_of_one_corpus_rank_alike_and_equal_scores_go_in_chunk_order() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let corpus = Corpus::load(&root.join("corpus"), false).unwrap();
+        let chunks = chunk_corpus(&corpus, &ChunkConfig::default());
+        let synonyms = super::super::synonyms(&corpus);
+        let open = || {
+            let dir = tempfile::tempdir().unwrap();
+            build(
+                dir.path(),
+                &chunks,
+                TokenizerKind::Jieba,
+                &synonyms,
+                &mut |_, _| {},
+            )
+            .unwrap();
+            let index = Bm25Index::open(dir.path(), TokenizerKind::Jieba, &synonyms).unwrap();
+            (dir, index)
+        };
+        let (_a, a) = open();
+        let (_b, b) = open();
+        let set = std::fs::read_to_string(root.join("tests/eval/qa.jsonl")).unwrap();
+        let mut ties = 0;
+        for line in set.lines() {
+            let item: serde_json::Value = serde_json::from_str(line).unwrap();
+            let q = item["question"].as_str().unwrap();
+            let hits = a.search(q, 30, true).unwrap();
+            assert_eq!(hits, b.search(q, 30, true).unwrap(), "{q}");
+            for w in hits.windows(2) {
+                assert!(
+                    w[0].1 > w[1].1 || (w[0].1 == w[1].1 && w[0].0 < w[1].0),
+                    "{q}: {w:?}"
+                );
+                ties += usize::from(w[0].1 == w[1].1);
+            }
+        }
+        // The corpus has equal scores to order, or this proves nothing.
+        assert!(ties > 10, "{ties} ties");
+    }
 }
