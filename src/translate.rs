@@ -1,5 +1,7 @@
 //! Questions asked in the other language than the knowledge base's: the
-//! generator translates them before retrieval.
+//! generator translates them before retrieval. It also translates answers
+//! written in the other language than their passages, for the grounding
+//! checks ([`translate_answer`]).
 //!
 //! The shipped knowledge base is mostly Chinese. An English question
 //! shares no words with a Chinese passage, so BM25 cannot help, and e5's
@@ -8,13 +10,17 @@
 //! Searching with the question *and* its translation puts both retrievers
 //! back on their home ground; the model still answers the question as
 //! asked, in its own language. The translation is a hint for retrieval,
-//! never shown as a fact: a bad one costs recall, not honesty.
+//! never shown as a fact: a bad one costs recall, not honesty. Likewise an
+//! answer's translation is only compared with the passages, never shown;
+//! the model translating it does not see them, so the words compared are
+//! the answer's, not borrowed from the passages.
 //!
-//! Off by default (`answer.translate`): it lifts English recall@1 from
-//! 0.522 to 0.657, but the 0.5B default model answers English questions
-//! best from the English glossary definitions, which lose places to
-//! Chinese sentences once the translation is searched for, and its English
-//! answers did not improve (BENCHMARKS.md). A stronger generator may differ.
+//! Translating questions is off by default (`answer.translate`): it lifts
+//! English recall@1 from 0.522 to 0.657, but the 0.5B default model answers
+//! English questions best from the English glossary definitions, which
+//! lose places to Chinese sentences once the translation is searched for,
+//! and its English answers did not improve (BENCHMARKS.md). A stronger
+//! generator may differ.
 
 use crate::answer::Lang;
 use crate::error::Result;
@@ -64,6 +70,22 @@ const EXAMPLES_TO_EN: &[(&str, &str)] = &[
     ),
 ];
 
+const SYSTEM_ANSWER_TO_ZH: &str =
+    "Translate the user's text into Chinese. Reply with the translation only.";
+const SYSTEM_ANSWER_TO_EN: &str =
+    "Translate the user's text into English. Reply with the translation only.";
+
+/// Worked examples for statements (an answer to be checked), on topics
+/// outside the shipped knowledge base for the same reason as above.
+const ANSWER_EXAMPLES_TO_ZH: &[(&str, &str)] = &[(
+    "The author says green tea is best brewed at 80 degrees, not with boiling water.",
+    "作者说绿茶最好用80度的水冲泡，而不是用开水。",
+)];
+const ANSWER_EXAMPLES_TO_EN: &[(&str, &str)] = &[(
+    "作者说绿茶最好用80度的水冲泡，而不是用开水。",
+    "The author says green tea is best brewed at 80 degrees, not with boiling water.",
+)];
+
 /// The question in `to`, by `generator` (greedy, one line); `None` when
 /// what it wrote is not a question in `to` (a small model sometimes
 /// answers instead, in the question's language), or is far longer than
@@ -73,30 +95,61 @@ pub fn translate(generator: &dyn Generator, question: &str, to: Lang) -> Result<
         Lang::Zh => (SYSTEM_TO_ZH, EXAMPLES_TO_ZH),
         Lang::En => (SYSTEM_TO_EN, EXAMPLES_TO_EN),
     };
+    one_line(generator, system, examples, question, to, MAX_TOKENS)
+}
+
+/// An answer in `to`, by `generator`, so that it can be checked word by
+/// word against passages written in `to` ([`crate::answer::check`]);
+/// `None` when the model did not translate it (or not in one line).
+pub fn translate_answer(
+    generator: &dyn Generator,
+    answer: &str,
+    to: Lang,
+) -> Result<Option<String>> {
+    let (system, examples) = match to {
+        Lang::Zh => (SYSTEM_ANSWER_TO_ZH, ANSWER_EXAMPLES_TO_ZH),
+        Lang::En => (SYSTEM_ANSWER_TO_EN, ANSWER_EXAMPLES_TO_EN),
+    };
+    one_line(generator, system, examples, answer, to, MAX_ANSWER_TOKENS)
+}
+
+/// `text` translated by one greedy line of `generator`'s; `None` when the
+/// line is cut off, not in `to`, or far longer than `text`.
+fn one_line(
+    generator: &dyn Generator,
+    system: &str,
+    examples: &[(&str, &str)],
+    text: &str,
+    to: Lang,
+    max_new_tokens: usize,
+) -> Result<Option<String>> {
     let prompt = ChatPrompt {
         system,
         examples,
-        user: question,
+        user: text,
     };
     let params = SamplingParams {
-        max_new_tokens: MAX_TOKENS,
+        max_new_tokens,
         stop: vec!["\n".into()],
         ..SamplingParams::default()
     };
     let out = generator.generate(&prompt, &params, None, &mut |_| true)?;
-    let text = out.text.trim();
-    let chars = text.chars().count();
-    let ok = !text.is_empty()
+    let line = out.text.trim();
+    let ok = !line.is_empty()
         && out.finish != crate::llm::Finish::Length
-        && Lang::detect(text) == to
-        && chars <= 3 * question.chars().count() + 16;
-    tracing::debug!(translation = %text, ok, "question translated");
-    Ok(ok.then(|| text.to_string()))
+        && Lang::detect(line) == to
+        && line.chars().count() <= 3 * text.chars().count() + 16;
+    tracing::debug!(from = %text, translation = %line, ok, "translated");
+    Ok(ok.then(|| line.to_string()))
 }
 
 /// Most tokens of a translation; a question longer than that is not
 /// translated in full, and the cut-off translation is not used.
 const MAX_TOKENS: usize = 96;
+
+/// The same for an answer (answers run to 1-3 sentences; a longer one is
+/// not checked this way).
+const MAX_ANSWER_TOKENS: usize = 192;
 
 /// The question's translation into the knowledge base's main language
 /// when it is written in the other one and `enabled`; `None` otherwise, or

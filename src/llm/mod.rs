@@ -181,9 +181,10 @@ pub fn load_generator(
 /// so cached prompt prefixes from before are not reused.
 const NUMERICS_VERSION: u32 = 2;
 
-/// Prompt prefixes kept in memory: the answer's and the question
-/// translation's ([`crate::translate`]) alternate in a session.
-const PREFIXES_KEPT: usize = 2;
+/// Prompt prefixes kept in memory: the answer's, the question
+/// translation's and the answer translation's ([`crate::translate`])
+/// alternate in a session.
+const PREFIXES_KEPT: usize = 3;
 
 /// Special tokens of the ChatML format both supported model families use.
 struct ChatMl {
@@ -201,7 +202,7 @@ pub struct Llm {
     path: PathBuf,
     context: usize,
     /// The system-prompt prefixes last used (the answer's and the
-    /// translation's), most recent first, and their caches.
+    /// translations'), most recent first, and their caches.
     prefix: Mutex<Vec<(Vec<u32>, KvCache)>>,
     /// Where prefix caches are kept between processes (`kbqa ask` is one
     /// question per process; the prefix is the same every time).

@@ -131,14 +131,28 @@ fn a_citation_of_the_wrong_passage_is_moved_to_the_one_that_holds_the_fact() {
     let shown = [glossary, article];
     let q = "华为昇腾910B的算力有多少?";
     // The number is in [2], the model cited [1]: the citation moves.
-    let c = kbqa::answer::check("华为昇腾910B的算力是280TFLOPS[1]。", q, &shown, kb, &opts)
-        .expect("supported by passage 2");
+    let c = kbqa::answer::check(
+        "华为昇腾910B的算力是280TFLOPS[1]。",
+        q,
+        &shown,
+        kb,
+        None,
+        &opts,
+    )
+    .expect("supported by passage 2");
     assert_eq!(c.cited, vec![2], "{c:?}");
     assert!(c.inferred && c.recited, "{c:?}");
     assert_eq!(c.text, "华为昇腾910B的算力是280TFLOPS。[2]");
     // A right citation stays as the model wrote it.
-    let c = kbqa::answer::check("华为昇腾910B的算力是280TFLOPS[2]。", q, &shown, kb, &opts)
-        .expect("supported by passage 2");
+    let c = kbqa::answer::check(
+        "华为昇腾910B的算力是280TFLOPS[2]。",
+        q,
+        &shown,
+        kb,
+        None,
+        &opts,
+    )
+    .expect("supported by passage 2");
     assert_eq!(
         (c.cited.as_slice(), c.inferred, c.recited),
         (&[2][..], false, false)
@@ -149,7 +163,7 @@ fn a_citation_of_the_wrong_passage_is_moved_to_the_one_that_holds_the_fact() {
         "华为昇腾910B的算力是640TFLOPS[1]。",
         "昇腾910B由英特尔设计[2]。",
     ] {
-        let r = kbqa::answer::check(wrong, q, &shown, kb, &opts);
+        let r = kbqa::answer::check(wrong, q, &shown, kb, None, &opts);
         assert!(
             matches!(r, Err((Refusal::Unsupported | Refusal::Invented, _))),
             "{wrong}: {r:?}"
@@ -163,6 +177,7 @@ fn a_citation_of_the_wrong_passage_is_moved_to_the_one_that_holds_the_fact() {
         q,
         &three,
         kb,
+        None,
         &opts,
     )
     .expect("backed by passages 2 and 3");
@@ -178,14 +193,15 @@ fn a_citation_of_the_wrong_passage_is_moved_to_the_one_that_holds_the_fact() {
         q,
         &three,
         kb,
+        None,
         &opts,
     );
     assert!(matches!(r, Err((Refusal::Invented, _))), "{r:?}");
     // A copy of the prompt is cut at the first copied header, which
     // would otherwise read as a citation.
     let copied = format!("{article}\n\n[1] (Glossary > 昇腾910B)\n{glossary}");
-    let c =
-        kbqa::answer::check(&copied, q, &shown, kb, &opts).expect("the first part is supported");
+    let c = kbqa::answer::check(&copied, q, &shown, kb, None, &opts)
+        .expect("the first part is supported");
     assert_eq!(c.cited, vec![2], "{c:?}");
     assert!(!c.text.contains("Glossary"), "{}", c.text);
 }
@@ -194,9 +210,10 @@ fn a_citation_of_the_wrong_passage_is_moved_to_the_one_that_holds_the_fact() {
 fn the_910b_answer_cites_the_passage_its_number_comes_from() {
     // The model writes "…280TFLOPS[1]" citing the glossary entry on the
     // chip, which holds no number; the answer must cite the passage that
-    // holds the number it states. (Which number: run alone the model says
-    // 280; run alongside the translation test it has said 312, the A100's —
-    // a wrong attribution no check catches; BENCHMARKS.md has the open bug.)
+    // holds the number it states. (Which number the 0.5B model picks turned
+    // on one passage more or less in its prompt — 280, or the A100's 312 —
+    // when BM25 ties were ranked differently by each index build; they no
+    // longer are, but the test asserts the citation, not the model's pick.)
     let a = answer("华为昇腾910B的算力有多少?");
     assert!(a.grounded, "{a:#?}");
     let before = a.answer.split("TFLOPS").next().unwrap_or_default();
@@ -216,6 +233,37 @@ fn the_910b_answer_cites_the_passage_its_number_comes_from() {
         "{number}: {:#?}",
         a.citations
     );
+}
+
+#[test]
+fn an_english_answer_from_chinese_passages_is_checked_in_translation() {
+    let (kb, llm) = kb_and_llm();
+    let opts = AskOptions::default();
+    let passage = "预训练就是让机器自己学习大量的资料。这里学的知识一般都是一些通用知识,比如chatGPT学的内容就包括维基百科、图书、杂志期刊、链接(高浏览网络内容)、网页内容、github代码这些。";
+    let other = "GPU可以理解是CPU的演进,原本它是专为处理图形计算而设计的芯片。";
+    let shown = [other, passage];
+    let q = "What kinds of material did ChatGPT learn from during pre-training?";
+    let right = "ChatGPT learned from Wikipedia, books, magazines and journals, links to popular web pages, web content and GitHub code.";
+    // Its words are not the passage's, and e5's cross-language similarity
+    // falls short: without a translation it is refused…
+    let r = kbqa::answer::check(right, q, &shown, kb, None, &opts);
+    assert!(matches!(r, Err((Refusal::Unsupported, _))), "{r:?}");
+    // …translated into Chinese, its words are found in passage 2.
+    let c =
+        kbqa::answer::check(right, q, &shown, kb, Some(llm), &opts).expect("backed in translation");
+    assert_eq!(c.cited, vec![2], "{c:?}");
+    assert!(c.inferred, "{c:?}");
+    // An answer the passages do not hold is refused in translation too.
+    for wrong in [
+        "ChatGPT learned only from Reddit threads and film subtitles.",
+        "The capital of Australia is Canberra.",
+    ] {
+        let r = kbqa::answer::check(wrong, q, &shown, kb, Some(llm), &opts);
+        assert!(
+            matches!(r, Err((Refusal::Unsupported, _))),
+            "{wrong}: {r:?}"
+        );
+    }
 }
 
 #[test]
