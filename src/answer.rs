@@ -286,6 +286,9 @@ pub enum Refusal {
     Invented,
     /// The answer was cut off before it said anything.
     Empty,
+    /// The question asks for a year or a count and the answer states none
+    /// (a passage about the topic, copied, is not an answer to "哪一年").
+    Unanswered,
 }
 
 /// Time spent per stage, in milliseconds.
@@ -613,6 +616,11 @@ pub fn check(
     }
     if strip_markers(&text).trim().is_empty() {
         return Err((Refusal::Empty, None));
+    }
+    if let Some(wanted) = asks_for(question) {
+        if !states(&strip_markers(&text), wanted) {
+            return Err((Refusal::Unanswered, Some(text)));
+        }
     }
     // Cited: the cited passages must back what the answer adds to the
     // question ("OpenAI的创始人是李彦宏[1]" cites a passage about OpenAI
@@ -1097,6 +1105,73 @@ fn declines(text: &str) -> bool {
     PHRASES.iter().any(|p| lower.contains(p))
 }
 
+/// What a question asks for that any answer to it must state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Wanted {
+    /// "哪一年", "what year".
+    Year,
+    /// "多少", "几个", "how many".
+    Count,
+}
+
+/// The year or count `question` asks for, if it plainly asks for one.
+fn asks_for(question: &str) -> Option<Wanted> {
+    let lower = question.to_lowercase();
+    let year = [
+        "哪一年",
+        "哪年",
+        "什么年份",
+        "哪个年份",
+        "what year",
+        "which year",
+    ];
+    if year.iter().any(|p| lower.contains(p)) {
+        return Some(Wanted::Year);
+    }
+    // "几" only before a measure word: 几乎, 几何 ask for nothing.
+    let measures = "个种家位次块张倍天层步类集年";
+    let chars: Vec<char> = lower.chars().collect();
+    let few = chars
+        .windows(2)
+        .any(|w| w[0] == '几' && measures.contains(w[1]));
+    if few || lower.contains("多少") || lower.contains("how many") {
+        return Some(Wanted::Count);
+    }
+    None
+}
+
+/// Whether `answer` states a year (four digits, or numerals before 年) or
+/// a number (digits, Chinese numerals, English number words).
+fn states(answer: &str, wanted: Wanted) -> bool {
+    const HAN_DIGITS: &str = "〇零一二两三四五六七八九十百千万亿";
+    let chars: Vec<char> = answer.chars().collect();
+    match wanted {
+        Wanted::Year => {
+            let four_digits = chars
+                .windows(4)
+                .any(|w| w.iter().all(|c| c.is_ascii_digit()));
+            let numeral_year = chars
+                .windows(2)
+                .any(|w| w[1] == '年' && (w[0].is_ascii_digit() || HAN_DIGITS.contains(w[0])));
+            four_digits || numeral_year
+        }
+        Wanted::Count => {
+            const WORDS: &[&str] = &[
+                "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten",
+                "eleven", "twelve", "dozen", "hundred", "thousand", "million", "billion",
+                "trillion", "single", "both", "twice", "half",
+            ];
+            chars
+                .iter()
+                .any(|&c| c.is_ascii_digit() || HAN_DIGITS.contains(c))
+                || answer
+                    .to_lowercase()
+                    .split(|c: char| !c.is_ascii_alphabetic())
+                    .any(|w| WORDS.contains(&w))
+        }
+    }
+}
+
 /// Lowercased, without spaces and the separators people vary in numbers.
 fn squash(text: &str) -> String {
     text.chars()
@@ -1399,6 +1474,28 @@ fn snippet(text: &str, max_chars: usize) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_question_for_a_year_or_a_count_needs_one_in_its_answer() {
+        use super::Wanted::{Count, Year};
+        assert_eq!(asks_for("通义千问是哪一年正式发布的?"), Some(Year));
+        assert_eq!(asks_for("In what year was GPT-1 released?"), Some(Year));
+        assert_eq!(asks_for("第一场培训一共有多少人听过?"), Some(Count));
+        assert_eq!(asks_for("大模型学习路线一共分几个阶段?"), Some(Count));
+        assert_eq!(asks_for("How many GPUs did it buy?"), Some(Count));
+        assert_eq!(asks_for("模型几乎都用GPU训练吗?"), None);
+        assert_eq!(asks_for("What is RLHF?"), None);
+        assert!(states("Transformer是谷歌在2017年提出的[1]。", Year));
+        assert!(states("它于二〇二三年发布。", Year));
+        assert!(!states(
+            "通义千问是阿里云推出的大语言模型,有Qwen-7B、Qwen-14B等[1]。",
+            Year
+        ));
+        assert!(states("116个人听了。", Count));
+        assert!(states("一共分七个阶段。", Count));
+        assert!(states("It bought two thousand GPUs.", Count));
+        assert!(!states("It bought many GPUs.", Count));
+    }
+
     use super::*;
 
     #[test]

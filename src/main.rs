@@ -675,6 +675,7 @@ fn print_answer(
                 Some(Refusal::Invented) => "it states numbers or names the passages do not contain",
                 Some(Refusal::Unsupported) => "no passage supports it",
                 Some(Refusal::ModelDeclined) => "the model found no answer in the passages",
+                Some(Refusal::Unanswered) => "it does not state the year or number asked for",
                 _ => "it could not be checked",
             };
             writeln!(out, "\n[not grounded: {why} — disregard the text above]")?;

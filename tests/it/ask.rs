@@ -207,6 +207,29 @@ fn a_citation_of_the_wrong_passage_is_moved_to_the_one_that_holds_the_fact() {
 }
 
 #[test]
+fn a_copied_passage_that_skips_the_year_asked_for_is_refused() {
+    // Every word is in the passage, so it is "supported" — but it does not
+    // say which year, which is all the question asks.
+    let (kb, _) = kb_and_llm();
+    let opts = AskOptions::default();
+    let passage = "通义千问 (Qwen)\n通义千问是阿里云推出的大语言模型,其开源系列名为Qwen,有Qwen-7B、Qwen-14B等不同参数规模。";
+    let copied = "通义千问是阿里云推出的大语言模型,其开源系列名为Qwen,有Qwen-7B、Qwen-14B等不同参数规模[1]。";
+    let r = kbqa::answer::check(
+        copied,
+        "通义千问是哪一年正式发布的?",
+        &[passage],
+        kb,
+        None,
+        &opts,
+    );
+    assert!(matches!(r, Err((Refusal::Unanswered, _))), "{r:?}");
+    // The same text answers a question that asks for no year.
+    let c = kbqa::answer::check(copied, "通义千问是什么?", &[passage], kb, None, &opts)
+        .expect("supported");
+    assert_eq!(c.cited, vec![1]);
+}
+
+#[test]
 fn the_910b_answer_cites_the_passage_its_number_comes_from() {
     // The model writes "…280TFLOPS[1]" citing the glossary entry on the
     // chip, which holds no number; the answer must cite the passage that
