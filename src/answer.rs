@@ -8,14 +8,18 @@
 //! - citations that name no given passage are removed;
 //! - an answer with no citation left must be *supported*: half of what it
 //!   adds to the question must appear in one passage, or (across
-//!   languages) a sentence of one passage must mean the same (e5), and
-//!   that passage is then cited; otherwise it is refused;
+//!   languages) a sentence of one passage must mean the same (e5), or
+//!   (across languages still) the generator's translation of it must share
+//!   enough words with one passage; that passage is then cited; otherwise
+//!   it is refused;
 //! - an answer with citations must be supported by the passages it cites,
 //!   the same way (a citation is a claim, not a proof); if they do not back
 //!   it, it is treated as uncited: the one passage that does is cited
 //!   instead, or it is refused;
 //! - a copy of the prompt (passage headers, the "Question:" line) is cut
 //!   from the answer;
+//! - a question for a year or a count ("哪一年", "how many") is not
+//!   answered by text that states none, however well supported;
 //! - numbers and digit-bearing names in an answer must appear in the
 //!   passages it cites (a shown passage that holds one the cited ones lack
 //!   is cited too);
