@@ -651,7 +651,7 @@ pub fn check(
         } else {
             opts.support_cosine
         };
-        let found = best_support(&checked.text, question, shown)
+        let found = best_support(&checked.text, question, shown, UNCITED_OVERLAP)
             .or_else(|| {
                 // Across languages words cannot be matched; meaning can.
                 embedding_support(&checked.text, shown, kb)
@@ -1228,19 +1228,23 @@ fn overlap(answer: &str, question: &str, passage: &str) -> Option<f32> {
 }
 
 /// The passage (index into `given`) that supports most of what the
-/// answer adds to the question, if it supports at least half of it.
-fn best_support(answer: &str, question: &str, given: &[&str]) -> Option<usize> {
+/// answer adds to the question, if it supports at least `min` of it.
+fn best_support(answer: &str, question: &str, given: &[&str], min: f32) -> Option<usize> {
     given
         .iter()
         .enumerate()
         .filter_map(|(i, p)| Some((i, overlap(answer, question, p)?)))
-        .filter(|&(_, s)| s >= 0.5)
+        .filter(|&(_, s)| s >= min)
         .max_by(|x, y| x.1.total_cmp(&y.1))
         .map(|(i, _)| i)
 }
 
+/// Share of what an uncited answer adds to the question that one passage
+/// must hold.
+const UNCITED_OVERLAP: f32 = 0.5;
+
 /// Share of a translated answer's additions one passage must hold
-/// ([`check`]). Lower than [`CITED_OVERLAP`] because a 0.5B model's
+/// ([`check`]). Lower than [`UNCITED_OVERLAP`] because a 0.5B model's
 /// translation loses words (基础模型 comes back as 基座模型). On the eval
 /// set (BENCHMARKS.md) the two right answers it wins back scored 0.61 and
 /// 0.40, the out-of-scope answers at most 0.125: few answers either side,
@@ -1288,14 +1292,9 @@ impl<'a> Translated<'a> {
             })
         });
         let text = text.as_deref()?;
-        let best = passages
-            .iter()
-            .enumerate()
-            .filter_map(|(i, p)| Some((i, overlap(text, question, p)?)))
-            .max_by(|x, y| x.1.total_cmp(&y.1).then(y.0.cmp(&x.0)));
+        let best = best_support(text, question, passages, TRANSLATED_OVERLAP);
         tracing::debug!(translation = %text, ?best, "support of the translated answer");
-        best.filter(|&(_, s)| s >= TRANSLATED_OVERLAP)
-            .map(|(i, _)| i)
+        best
     }
 }
 
