@@ -23,6 +23,10 @@
 //! - numbers and digit-bearing names in an answer must appear in the
 //!   passages it cites (a shown passage that holds one the cited ones lack
 //!   is cited too);
+//! - an answer in the other language than the question's (the model
+//!   copied a passage) is translated by the generator, and the translation
+//!   is shown only if it passes these checks itself, citing the same
+//!   passages; the model's text is kept as [`Answer::written`];
 //! - a refusal is a fixed sentence in the question's language with
 //!   `grounded: false`, never the model's own guess;
 //! - questions and passages are data: special-token text in them is
@@ -339,9 +343,10 @@ pub struct Answer {
     /// The question, trimmed.
     pub question: String,
     /// The answer text with `[n]` markers, or the refusal sentence. It can
-    /// differ from the streamed text: a refusal replaces it, and a citation
-    /// of a passage that does not back the answer is replaced by one of the
-    /// passage that does.
+    /// differ from the streamed text: a refusal replaces it, a citation of
+    /// a passage that does not back the answer is replaced by one of the
+    /// passage that does, and an answer in the other language than the
+    /// question's is replaced by its checked translation.
     pub answer: String,
     /// Whether the answer is backed by cited passages.
     pub grounded: bool,
@@ -370,6 +375,10 @@ pub struct Answer {
     /// for inspection (never shown as the answer).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model_text: Option<String>,
+    /// When the model answered in the other language than the question's:
+    /// its checked answer as written, of which `answer` is the translation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub written: Option<String>,
 }
 
 /// Answers `question` from the knowledge base. `on_text` receives the
@@ -391,6 +400,35 @@ pub fn ask(
     // for with its translation too; the model still answers the question.
     let translation = crate::translate::for_search(kb, generator, question, lang, opts.translate)?;
     let hits = crate::translate::search(kb, question, translation.as_deref(), opts.k, opts.mode)?;
+    answer_from(
+        kb,
+        generator,
+        question,
+        translation.as_deref(),
+        &hits,
+        start,
+        opts,
+        on_text,
+    )
+}
+
+/// [`ask`] from passages already chosen (`hits`, best first), e.g. by
+/// `kbqa eval answers --oracle`, which hands the model the passages that
+/// hold the answer to tell the model's share of the errors from
+/// retrieval's. `start` is when the question arrived.
+#[allow(clippy::too_many_arguments)]
+pub fn answer_from(
+    kb: &Kb,
+    generator: &dyn Generator,
+    question: &str,
+    translation: Option<&str>,
+    hits: &[SearchHit],
+    start: Instant,
+    opts: &AskOptions,
+    on_text: &mut dyn FnMut(&str) -> bool,
+) -> Result<Answer> {
+    let question = question.trim();
+    let lang = Lang::detect(question);
     let retrieve_ms = ms(start);
     let model = generator.name();
     let mut answer = Answer {
@@ -405,6 +443,7 @@ pub fn ask(
         finish: None,
         refusal_score: None,
         model_text: None,
+        written: None,
         usage: Usage::default(),
         timings: Timings {
             retrieve_ms,
@@ -416,14 +455,7 @@ pub fn ask(
     }
 
     let shown = if opts.focus > 0 {
-        focus(
-            kb,
-            question,
-            translation.as_deref(),
-            lang,
-            &hits,
-            opts.focus,
-        )
+        focus(kb, question, translation, lang, hits, opts.focus)
     } else {
         None
     };
@@ -561,11 +593,130 @@ pub fn ask(
     if !checked.recited && !checked.appended.is_empty() {
         on_text(&checked.appended);
     }
-    let text = checked.text;
-    answer.answer = text;
+    // The answer is in the question's language: reading Chinese passages,
+    // the small model often answers an English question in Chinese (it
+    // copies). Checked as written, such an answer is then translated.
+    answer.answer = match in_language(generator, &checked, question, lang, &shown, kb, opts)? {
+        Some(t) => {
+            answer.written = Some(checked.text);
+            t
+        }
+        None => checked.text,
+    };
     answer.grounded = true;
     answer.timings.total_ms = ms(start);
     Ok(answer)
+}
+
+/// A checked answer translated into `lang` when it is written in the other
+/// language; `None` when it is in `lang` already, or when the translation
+/// is not wholly in `lang` or does not itself pass the checks with the
+/// same citations (then the answer stays as written). A 0.5B translation
+/// can be wildly wrong ("别让疯子使用核武器" came out as something else
+/// entirely), so what is shown is checked like anything the model writes:
+/// the translation is translated back and must be found in its passages.
+/// The markers go at the end: a small model does not carry them over.
+fn in_language(
+    generator: &dyn Generator,
+    checked: &Checked,
+    question: &str,
+    lang: Lang,
+    shown: &[&str],
+    kb: &Kb,
+    opts: &AskOptions,
+) -> Result<Option<String>> {
+    let plain = strip_markers(&checked.text);
+    let plain = plain.trim();
+    if !foreign(plain, lang) {
+        return Ok(None);
+    }
+    let Some(t) = crate::translate::translate_answer(generator, plain, lang)? else {
+        return Ok(None);
+    };
+    let t = strip_markers(&t);
+    if foreign(t.trim(), lang) {
+        return Ok(None);
+    }
+    // "1750亿" is 175 billion, not "1750 billion": a translation states no
+    // quantity the answer does not.
+    let stated = quantities(plain);
+    if let Some(q) = quantities(&t).into_iter().find(|q| {
+        !stated
+            .iter()
+            .any(|s| (s - q).abs() <= 1e-9 * q.abs().max(1.0))
+    }) {
+        tracing::debug!(translation = %t, quantity = q, "the translation changes a quantity");
+        return Ok(None);
+    }
+    let mut out = t.trim().to_string();
+    if out.chars().last().is_some_and(|c| c.is_ascii()) {
+        out.push(' ');
+    }
+    for n in &checked.cited {
+        out.push_str(&format!("[{n}]"));
+    }
+    let ok = check(&out, question, shown, kb, Some(generator), opts)
+        .is_ok_and(|c| c.cited == checked.cited && !c.recited);
+    tracing::debug!(translation = %out, ok, "answer in the question's language");
+    Ok(ok.then_some(out))
+}
+
+/// The numbers a text states, scaled by the magnitude word after them
+/// ("1750亿" and "175 billion" are both 1.75e11; "300多集" is 300).
+fn quantities(text: &str) -> Vec<f64> {
+    const SCALES: &[(&str, f64)] = &[
+        ("万亿", 1e12),
+        ("亿", 1e8),
+        ("万", 1e4),
+        ("千", 1e3),
+        ("thousand", 1e3),
+        ("million", 1e6),
+        ("billion", 1e9),
+        ("trillion", 1e12),
+    ];
+    let mut out = Vec::new();
+    let mut rest = text;
+    while let Some(start) = rest.find(|c: char| c.is_ascii_digit()) {
+        let tail = &rest[start..];
+        let len = tail
+            .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == ','))
+            .unwrap_or(tail.len());
+        let digits = tail[..len].trim_end_matches(['.', ',']);
+        let after = tail[digits.len()..].trim_start();
+        let after = after.strip_prefix('多').unwrap_or(after).to_lowercase();
+        if let Ok(v) = digits.replace(',', "").parse::<f64>() {
+            let scale = SCALES
+                .iter()
+                .find(|(w, _)| after.starts_with(w))
+                .map_or(1.0, |&(_, s)| s);
+            out.push(v * scale);
+        }
+        rest = &tail[digits.len().max(1)..];
+    }
+    out
+}
+
+/// Whether an answer is in the other language than `lang`: for English,
+/// Chinese words outside quotes and 《titles》 (a quoted Chinese phrase or a
+/// title is the passage's own and stays); for Chinese, mostly English.
+fn foreign(text: &str, lang: Lang) -> bool {
+    match lang {
+        Lang::Zh => Lang::detect(text) == Lang::En,
+        Lang::En => {
+            let mut depth = 0usize;
+            let mut han = 0;
+            for c in text.chars() {
+                match c {
+                    '《' | '“' | '「' | '"' if !(c == '"' && depth > 0) => depth += 1,
+                    '》' | '”' | '」' => depth = depth.saturating_sub(1),
+                    '"' => depth = depth.saturating_sub(1),
+                    c if depth == 0 && is_cjk(c) => han += 1,
+                    _ => {}
+                }
+            }
+            han >= 2
+        }
+    }
 }
 
 /// The model's text once it passed the checks.
@@ -1571,6 +1722,41 @@ mod tests {
         assert!(!declines(
             "EFLOPS means 10^18 floating-point operations per second [1]."
         ));
+    }
+
+    #[test]
+    fn an_answer_in_the_other_language_is_told_from_quotes_and_titles() {
+        // Copied Chinese in an English answer: translated.
+        assert!(foreign("116个人听了。", Lang::En));
+        assert!(foreign(
+            "The three are data parallelism,流水线 parallelism, and tensor parallelism.",
+            Lang::En
+        ));
+        // A quoted phrase or a title is the passage's own: kept.
+        assert!(!foreign(
+            "The model outputs \"生日蛋糕很甜\" because \"sweet\" is likeliest.",
+            Lang::En
+        ));
+        assert!(!foreign("《AI计算101》 is an internal course.", Lang::En));
+        assert!(!foreign("It has 175B parameters.", Lang::En));
+        // Chinese answers may name English terms; an English one is foreign.
+        assert!(!foreign("GPT3的175B代表1750亿个参数。", Lang::Zh));
+        assert!(foreign("GPT-3 has 175 billion parameters.", Lang::Zh));
+    }
+
+    #[test]
+    fn quantities_are_read_with_their_magnitude_in_either_language() {
+        assert_eq!(quantities("GPT3有1750亿个参数"), vec![3.0, 1.75e11]);
+        assert_eq!(
+            quantities("GPT-3 has 175 billion parameters"),
+            vec![3.0, 1.75e11]
+        );
+        assert_eq!(quantities("1750 billion"), vec![1.75e12]);
+        assert_eq!(
+            quantities("300多集, 1,000 TFLOPS, 10.5."),
+            vec![300.0, 1000.0, 10.5]
+        );
+        assert!(quantities("no numbers").is_empty());
     }
 
     #[test]

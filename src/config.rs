@@ -495,6 +495,13 @@ impl Config {
                     self.answer.max_new_tokens =
                         value.parse().map_err(|_| bad("expected a number"))?
                 }
+                "FOCUS" => {
+                    self.answer.focus = value.parse().map_err(|_| bad("expected a number"))?
+                }
+                "TRANSLATE" => {
+                    self.answer.translate =
+                        parse_bool(&value).ok_or_else(|| bad("expected true or false"))?
+                }
                 "CONTEXT" => {
                     self.answer.context = value.parse().map_err(|_| bad("expected a number"))?
                 }
@@ -665,6 +672,15 @@ mod tests {
             c.chunk.target_chars, 500,
             "env without a value keeps the file's"
         );
+        c.apply_env([
+            ("KBQA_FOCUS".to_string(), "0".to_string()),
+            ("KBQA_TRANSLATE".to_string(), "true".to_string()),
+        ])
+        .unwrap();
+        assert_eq!((c.answer.focus, c.answer.translate), (0, true));
+        assert!(c
+            .apply_env([("KBQA_TRANSLATE".to_string(), "maybe".to_string())])
+            .is_err());
     }
 
     #[test]

@@ -310,6 +310,10 @@ pub struct AnswerOutcome {
     /// What the model wrote when its answer was refused.
     #[serde(default)]
     pub model_text: Option<String>,
+    /// The model's answer as written, when `answer` is its translation
+    /// into the question's language.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub written: Option<String>,
     /// The passages given (chunk ids, in prompt order).
     #[serde(default)]
     pub passages: Vec<String>,
@@ -328,6 +332,28 @@ pub struct AnswerReport {
     pub outcomes: Vec<AnswerOutcome>,
 }
 
+/// The passages holding one of `item`'s gold markers, as search hits (at
+/// most `k`, in corpus order; none for an out-of-scope question).
+fn gold_hits(kb: &Kb, item: &EvalItem, k: usize) -> Vec<crate::retrieve::SearchHit> {
+    kb.generation()
+        .chunks
+        .iter()
+        .filter(|c| item.gold.iter().any(|g| c.text.contains(g.as_str())))
+        .take(k)
+        .enumerate()
+        .map(|(i, c)| crate::retrieve::SearchHit {
+            rank: i + 1,
+            chunk_id: c.id.clone(),
+            source: c.source.clone(),
+            section: c.section.clone(),
+            text: c.text.clone(),
+            score: 1.0,
+            bm25_rank: None,
+            vector_rank: None,
+        })
+        .collect()
+}
+
 /// Keyword groups (`a|b` = either, case-insensitive) missing from `answer`.
 pub fn missing_keywords(keywords: &[String], answer: &str) -> Vec<String> {
     let lower = answer.to_lowercase();
@@ -343,11 +369,17 @@ pub fn missing_keywords(keywords: &[String], answer: &str) -> Vec<String> {
 }
 
 /// Asks every question and judges the answers. `progress` gets each outcome.
+///
+/// With `oracle`, retrieval is skipped: the model is given the passages
+/// that hold a gold marker (at most `opts.k`, in corpus order), and nothing
+/// else. The figures then measure the model and the checks alone — an upper
+/// bound on what better retrieval or ranking could bring.
 pub fn evaluate_answers(
     kb: &Kb,
     generator: &dyn crate::llm::Generator,
     items: &[EvalItem],
     opts: &crate::answer::AskOptions,
+    oracle: bool,
     progress: &mut dyn FnMut(usize, &AnswerOutcome),
 ) -> Result<AnswerReport> {
     let mut outcomes = Vec::new();
@@ -358,7 +390,22 @@ pub fn evaluate_answers(
         .map(|c| (c.id.as_str(), c.text.as_str()))
         .collect();
     for (i, item) in items.iter().enumerate() {
-        let a = crate::answer::ask(kb, generator, &item.question, opts, &mut |_| true)?;
+        let a = if oracle {
+            let hits = gold_hits(kb, item, opts.k);
+            let start = std::time::Instant::now();
+            crate::answer::answer_from(
+                kb,
+                generator,
+                &item.question,
+                None,
+                &hits,
+                start,
+                opts,
+                &mut |_| true,
+            )?
+        } else {
+            crate::answer::ask(kb, generator, &item.question, opts, &mut |_| true)?
+        };
         let missing = if a.grounded {
             missing_keywords(&item.keywords, &a.answer)
         } else {
@@ -388,6 +435,7 @@ pub fn evaluate_answers(
             refusal_score: a.refusal_score,
             refusal: a.refusal,
             model_text: a.model_text,
+            written: a.written,
             passages: a.passages.iter().map(|p| p.chunk_id.clone()).collect(),
         };
         progress(i, &outcome);

@@ -226,6 +226,9 @@ enum EvalCommand {
         /// Where to write the JSON report [default: tests/eval/reports/answers-<model>.json].
         #[arg(long)]
         report: Option<PathBuf>,
+        /// Skip retrieval: give the model only the passages holding each question's gold marker (measures the model alone).
+        #[arg(long)]
+        oracle: bool,
     },
     /// Recall@1, recall@5 and MRR of retrieval, per language and overall.
     Retrieval {
@@ -391,6 +394,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             gen,
             only,
             report,
+            oracle,
         }) => {
             let opts = gen.apply(&mut config);
             config.validate()?;
@@ -406,22 +410,29 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 None => {}
             }
             let total = items.len();
-            let r = kbqa::eval::evaluate_answers(&kb, llm.as_ref(), &items, &opts, &mut |i, o| {
-                let verdict = match (o.in_scope, o.grounded, o.correct) {
-                    (true, true, true) => "ok",
-                    (true, true, false) => "WRONG",
-                    (true, false, _) => "REFUSED",
-                    (false, false, _) => "ok (refused)",
-                    (false, true, _) => "ANSWERED",
-                };
-                eprintln!(
-                    "[{}/{total}] {} {verdict} ({:.1} s): {}",
-                    i + 1,
-                    o.id,
-                    o.ms / 1000.0,
-                    snippet(&o.answer, 120)
-                );
-            })?;
+            let r = kbqa::eval::evaluate_answers(
+                &kb,
+                llm.as_ref(),
+                &items,
+                &opts,
+                oracle,
+                &mut |i, o| {
+                    let verdict = match (o.in_scope, o.grounded, o.correct) {
+                        (true, true, true) => "ok",
+                        (true, true, false) => "WRONG",
+                        (true, false, _) => "REFUSED",
+                        (false, false, _) => "ok (refused)",
+                        (false, true, _) => "ANSWERED",
+                    };
+                    eprintln!(
+                        "[{}/{total}] {} {verdict} ({:.1} s): {}",
+                        i + 1,
+                        o.id,
+                        o.ms / 1000.0,
+                        snippet(&o.answer, 120)
+                    );
+                },
+            )?;
             let stem = match config.generator.backend {
                 kbqa::config::Backend::Openai => format!(
                     "openai-{}",
@@ -683,7 +694,14 @@ fn print_answer(
         }
         return Ok(());
     }
-    if streamed.trim() != a.answer {
+    if a.written.is_some() {
+        let into = match a.language {
+            kbqa::answer::Lang::Zh => "Chinese",
+            kbqa::answer::Lang::En => "English",
+        };
+        writeln!(out, "\n[in {into}, the question's language:]")?;
+        writeln!(out, "{}", a.answer)?;
+    } else if streamed.trim() != a.answer {
         writeln!(
             out,
             "\n[citation corrected: the cited passage does not back it]"

@@ -1,7 +1,8 @@
 //! Questions asked in the other language than the knowledge base's: the
 //! generator translates them before retrieval. It also translates answers
 //! written in the other language than their passages, for the grounding
-//! checks ([`translate_answer`]).
+//! checks, and answers written in the other language than their question,
+//! to show them in the question's ([`translate_answer`]).
 //!
 //! The shipped knowledge base is mostly Chinese. An English question
 //! shares no words with a Chinese passage, so BM25 cannot help, and e5's
@@ -10,10 +11,11 @@
 //! Searching with the question *and* its translation puts both retrievers
 //! back on their home ground; the model still answers the question as
 //! asked, in its own language. The translation is a hint for retrieval,
-//! never shown as a fact: a bad one costs recall, not honesty. Likewise an
-//! answer's translation is only compared with the passages, never shown;
-//! the model translating it does not see them, so the words compared are
-//! the answer's, not borrowed from the passages.
+//! never shown as a fact: a bad one costs recall, not honesty. An answer's
+//! translation for the checks is only compared with the passages; the
+//! model translating it does not see them, so the words compared are the
+//! answer's, not borrowed from the passages. One into the question's
+//! language is shown only once it passed the same checks itself.
 //!
 //! Translating questions is off by default (`answer.translate`): it lifts
 //! English recall@1 from 0.522 to 0.657, but the 0.5B default model answers

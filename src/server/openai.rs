@@ -274,6 +274,8 @@ pub async fn chat_completions(
                     // be taken back in this protocol; say so in the text.
                     let delta = if !a.grounded && streamed.trim() != a.answer {
                         json!({ "content": format!("\n\n[withdrawn: not supported by the knowledge base] {}", a.answer) })
+                    } else if a.written.is_some() {
+                        json!({ "content": format!("\n\n[translated] {}", a.answer) })
                     } else if streamed.trim() != a.answer {
                         json!({ "content": format!("\n\n[citation corrected] {}", a.answer) })
                     } else {

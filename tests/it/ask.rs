@@ -290,6 +290,40 @@ fn an_english_answer_from_chinese_passages_is_checked_in_translation() {
 }
 
 #[test]
+fn an_answer_copied_in_chinese_is_given_in_english_only_if_its_translation_checks_out() {
+    let han = |s: &str| s.chars().filter(|&c| kbqa::chunk::is_cjk(c)).count();
+    // Reading Chinese passages, the model answers this English question by
+    // copying a Chinese sentence; the answer shown is its translation, and
+    // the Chinese is kept as what the model wrote.
+    let a = answer("Why does it matter who leads an industrial revolution?");
+    assert!(a.grounded, "{a:#?}");
+    let written = a
+        .written
+        .as_deref()
+        .expect("answered in Chinese, translated");
+    assert!(han(written) > 10, "{written}");
+    assert!(han(&a.answer) < 2, "{}", a.answer);
+    assert!(!a.citations.is_empty(), "{a:#?}");
+    let (_, markers) = kbqa::answer::clean_citations(&a.answer, a.passages.len());
+    let cited: Vec<usize> = a.citations.iter().map(|c| c.n).collect();
+    assert_eq!(markers, cited, "{}", a.answer);
+    // Evidence is quoted from the passage, whatever the answer's language.
+    assert!(a
+        .citations
+        .iter()
+        .all(|c| c.evidence.iter().all(|e| c.text.contains(e.as_str()))));
+    // Here the 0.5B translation says something else entirely ("别让疯子使用
+    // 核武器" becomes a sentence about children); translated back, it is not
+    // in the passage, so the answer stays as the model wrote it.
+    let a = answer(
+        "What saying of Hawking's does the author use to describe the risk of AI losing control?",
+    );
+    assert!(a.grounded, "{a:#?}");
+    assert!(a.written.is_none(), "{a:#?}");
+    assert!(a.answer.contains("核武器"), "{}", a.answer);
+}
+
+#[test]
 fn english_questions_are_searched_for_with_their_chinese_translation_too() {
     use kbqa::answer::Lang;
     use kbqa::translate::{for_search, main_language, translate};
@@ -587,4 +621,39 @@ fn other_architectures_are_refused_by_name() {
         msg.contains("falcon") && msg.contains("qwen2, llama"),
         "{msg}"
     );
+}
+
+#[test]
+fn the_oracle_eval_gives_the_model_only_the_passages_that_hold_the_answer() {
+    let (kb, llm) = kb_and_llm();
+    let items: Vec<_> = kbqa::eval::load_set(&crate::util::repo().join("tests/eval/qa.jsonl"))
+        .unwrap()
+        .into_iter()
+        .filter(|i| i.id == "a-zh-007" || i.id == "oos-en-001")
+        .collect();
+    assert_eq!(items.len(), 2);
+    let r = kbqa::eval::evaluate_answers(
+        kb,
+        llm,
+        &items,
+        &AskOptions::default(),
+        true,
+        &mut |_, _| {},
+    )
+    .unwrap();
+    for (item, o) in items.iter().zip(&r.outcomes) {
+        if item.in_scope {
+            assert!(!o.passages.is_empty(), "{o:#?}");
+            for id in &o.passages {
+                let text = chunk_text(id);
+                assert!(
+                    item.gold.iter().any(|g| text.contains(g.as_str())),
+                    "{id}: {text}"
+                );
+            }
+        } else {
+            // Nothing holds the answer: nothing is shown, and it is refused.
+            assert!(o.passages.is_empty() && !o.grounded, "{o:#?}");
+        }
+    }
 }
