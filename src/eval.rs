@@ -34,6 +34,13 @@ pub struct EvalItem {
     pub covers: String,
 }
 
+impl EvalItem {
+    /// Whether a passage holds the answer (one of the gold markers).
+    pub fn holds_answer(&self, passage: &str) -> bool {
+        self.gold.iter().any(|g| passage.contains(g.as_str()))
+    }
+}
+
 /// Loads and checks an evaluation set.
 pub fn load_set(path: &Path) -> Result<Vec<EvalItem>> {
     let text = std::fs::read_to_string(path).at(path)?;
@@ -173,7 +180,7 @@ pub fn evaluate_retrieval(
         };
         let rank = hits
             .iter()
-            .find(|h| item.gold.iter().any(|g| h.text.contains(g.as_str())))
+            .find(|h| item.holds_answer(&h.text))
             .map(|h| h.rank);
         let has_vectors = kb.generation().vector.is_some();
         outcomes.push(RetrievalOutcome {
@@ -338,7 +345,7 @@ fn gold_hits(kb: &Kb, item: &EvalItem, k: usize) -> Vec<crate::retrieve::SearchH
     kb.generation()
         .chunks
         .iter()
-        .filter(|c| item.gold.iter().any(|g| c.text.contains(g.as_str())))
+        .filter(|c| item.holds_answer(&c.text))
         .take(k)
         .enumerate()
         .map(|(i, c)| crate::retrieve::SearchHit {
@@ -417,7 +424,7 @@ pub fn evaluate_answers(
             .filter(|c| {
                 by_id
                     .get(c.chunk_id.as_str())
-                    .is_some_and(|t| item.gold.iter().any(|g| t.contains(g.as_str())))
+                    .is_some_and(|t| item.holds_answer(t))
             })
             .count();
         let outcome = AnswerOutcome {
