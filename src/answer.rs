@@ -696,27 +696,23 @@ fn quantities(text: &str) -> Vec<f64> {
     out
 }
 
-/// Whether an answer is in the other language than `lang`: for English,
-/// Chinese words outside quotes and 《titles》 (a quoted Chinese phrase or a
-/// title is the passage's own and stays); for Chinese, mostly English.
+/// Whether an answer is written mostly in the other language than `lang`,
+/// leaving out what it quotes and 《titles》 (a quoted phrase or a title is
+/// the passage's own and stays as it is). An English answer that names a
+/// Chinese term is still English: rewriting it only risks its meaning.
 fn foreign(text: &str, lang: Lang) -> bool {
-    match lang {
-        Lang::Zh => Lang::detect(text) == Lang::En,
-        Lang::En => {
-            let mut depth = 0usize;
-            let mut han = 0;
-            for c in text.chars() {
-                match c {
-                    '《' | '“' | '「' | '"' if !(c == '"' && depth > 0) => depth += 1,
-                    '》' | '”' | '」' => depth = depth.saturating_sub(1),
-                    '"' => depth = depth.saturating_sub(1),
-                    c if depth == 0 && is_cjk(c) => han += 1,
-                    _ => {}
-                }
-            }
-            han >= 2
+    let (mut depth, mut straight) = (0usize, false);
+    let mut own = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '《' | '“' | '「' => depth += 1,
+            '》' | '”' | '」' => depth = depth.saturating_sub(1),
+            '"' => straight = !straight,
+            c if depth == 0 && !straight => own.push(c),
+            _ => {}
         }
     }
+    Lang::detect(&own) != lang
 }
 
 /// The model's text once it passed the checks.
@@ -1729,7 +1725,16 @@ mod tests {
         // Copied Chinese in an English answer: translated.
         assert!(foreign("116个人听了。", Lang::En));
         assert!(foreign(
+            "The \"175B\" of GPT-3 means 1750亿个参数。",
+            Lang::En
+        ));
+        // English naming a Chinese term (or copying a glossary term line) is English.
+        assert!(!foreign(
             "The three are data parallelism,流水线 parallelism, and tensor parallelism.",
+            Lang::En
+        ));
+        assert!(!foreign(
+            "涌现 (emergence)\nEmergence is when a larger model suddenly gains skills smaller ones lack.",
             Lang::En
         ));
         // A quoted phrase or a title is the passage's own: kept.
