@@ -649,16 +649,24 @@ fn in_language(
         return Ok(None);
     }
     let mut out = t.trim().to_string();
-    if out.chars().last().is_some_and(|c| c.is_ascii()) {
-        out.push(' ');
-    }
-    for n in &checked.cited {
-        out.push_str(&format!("[{n}]"));
-    }
+    out.push_str(&marker_suffix(&out, &checked.cited));
     let ok = check(&out, question, shown, kb, Some(generator), opts)
         .is_ok_and(|c| c.cited == checked.cited && !c.recited);
     tracing::debug!(translation = %out, ok, "answer in the question's language");
     Ok(ok.then_some(out))
+}
+
+/// `[n]` markers to append to `text`, after a space when it ends in ASCII
+/// ("…TFLOPS [2]", but "…计算。[2]").
+fn marker_suffix(text: &str, markers: &[usize]) -> String {
+    let space = if text.chars().last().is_some_and(|c| c.is_ascii()) {
+        " "
+    } else {
+        ""
+    };
+    std::iter::once(space.to_string())
+        .chain(markers.iter().map(|n| format!("[{n}]")))
+        .collect()
 }
 
 /// The numbers a text states, scaled by the magnitude word after them
@@ -857,14 +865,7 @@ pub fn check(
         .chain(checked.added.iter().copied())
         .collect();
     if !markers.is_empty() {
-        let space = if checked.text.chars().last().is_some_and(|c| c.is_ascii()) {
-            " "
-        } else {
-            ""
-        };
-        checked.appended = std::iter::once(space.to_string())
-            .chain(markers.iter().map(|n| format!("[{n}]")))
-            .collect();
+        checked.appended = marker_suffix(&checked.text, &markers);
         checked.text.push_str(&checked.appended);
     }
     Ok(checked)
