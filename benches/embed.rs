@@ -8,8 +8,9 @@
 
 use std::time::Instant;
 
-use kbqa::embed::{E5Embedder, Embedder};
+use kbqa::engine::Embedder;
 use kbqa::models::e5::Kind;
+use kbqa::models::embedder::E5Embedder;
 use kbqa::models::fetch;
 
 fn peak_rss_mb() -> f64 {

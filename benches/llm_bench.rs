@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use kbqa::llm::model::Model;
+use kbqa::models::decoder::Model;
 
 fn arg(args: &[String], name: &str) -> Option<String> {
     args.iter()
@@ -35,9 +35,9 @@ fn main() -> Result<()> {
     kbqa::models::init_threads(threads);
     if let Some(message) = arg(&args, "--chat") {
         // Smoke mode: one user message through the chat template, greedy.
-        let llm = kbqa::llm::Llm::load(&model_path, 2048)?;
+        let llm = kbqa::models::llm::Llm::load(&model_path, 2048)?;
         let (prefix, rest) = llm.chat_prompt("You are a helpful assistant.", &[], &message)?;
-        let params = kbqa::llm::SamplingParams {
+        let params = kbqa::engine::SamplingParams {
             max_new_tokens: 60,
             ..Default::default()
         };

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use kbqa::chunk::{chunk_document, ChunkConfig};
 use kbqa::corpus::{Corpus, DocKind, Document};
-use kbqa::retrieve::SearchMode;
+use kbqa::retrieve::{Query, SearchMode};
 use kbqa::{Config, Kb};
 
 const SYNTH_BYTES: usize = 50 << 20;
@@ -78,7 +78,7 @@ fn percentiles(kb: &Kb, questions: &[String], label: &str) {
     for _ in 0..5 {
         for q in questions {
             let t = Instant::now();
-            let _ = kb.search(q, 5, SearchMode::Bm25);
+            let _ = Query::parse(q, 5).and_then(|q| kb.search(&q, SearchMode::Bm25));
             times.push(t.elapsed());
         }
     }
@@ -113,7 +113,7 @@ fn bm25(c: &mut Criterion) {
             let mut i = 0;
             b.iter(|| {
                 i = (i + 1) % questions.len();
-                kb.search(&questions[i], 5, SearchMode::Bm25)
+                Query::parse(&questions[i], 5).and_then(|q| kb.search(&q, SearchMode::Bm25))
             })
         });
     }

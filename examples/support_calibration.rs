@@ -26,9 +26,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .next()
         .unwrap_or_else(|| "tests/eval/qa.jsonl".into())
         .into();
-    let config = kbqa::Config::load(None)?;
-    config.validate()?;
+    let config = kbqa::Config::load(None, &kbqa::config::layers::from_env(std::env::vars()))?;
     let kb = kbqa::Kb::open(&config, &mut |_| {})?;
+    let embedder = kb.embedder().ok();
     let items: HashMap<String, kbqa::eval::EvalItem> = kbqa::eval::load_set(&set)?
         .into_iter()
         .map(|i| (i.id.clone(), i))
@@ -71,7 +71,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         } else {
             cited.iter().map(|&n| passages[n - 1]).collect()
         };
-        let s = kbqa::answer::support(text, &item.question, &texts, &kb);
+        let s = kbqa::answer::support(text, &item.question, &texts, embedder.as_deref());
         let correct = kbqa::eval::missing_keywords(&item.keywords, text).is_empty();
         let verdict = match (item.in_scope, correct) {
             (false, _) => "out-of-scope",

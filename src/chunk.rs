@@ -15,49 +15,14 @@
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::corpus::{hex, DocKind, Document, Glossary};
+pub use crate::config::ChunkConfig;
+use crate::corpus::{DocKind, Document, Glossary};
+use crate::hash::hex;
+use crate::text::{is_cjk, sentences};
 
-/// Chunking settings; recorded in the index manifest (changing them rebuilds).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct ChunkConfig {
-    /// Preferred chunk length, in chars.
-    pub target_chars: usize,
-    /// How much text (whole sentences, at most this many chars) consecutive
-    /// pieces of one split paragraph share.
-    pub overlap_chars: usize,
-}
-
-impl Default for ChunkConfig {
-    fn default() -> Self {
-        ChunkConfig {
-            target_chars: 320,
-            overlap_chars: 80,
-        }
-    }
-}
-
-impl ChunkConfig {
-    /// Rejects settings that cannot make sensible chunks.
-    pub fn validate(&self) -> Result<(), String> {
-        if self.target_chars < 20 {
-            return Err(format!(
-                "chunk.target_chars = {} is too small (at least 20)",
-                self.target_chars
-            ));
-        }
-        if self.overlap_chars * 2 > self.target_chars {
-            return Err(format!(
-                "chunk.overlap_chars = {} must be at most half of chunk.target_chars = {}",
-                self.overlap_chars, self.target_chars
-            ));
-        }
-        Ok(())
-    }
-
-    fn hard_max(&self) -> usize {
-        self.target_chars * 2
-    }
+/// The longest a chunk may grow before a sentence is cut inside.
+fn hard_max(config: &ChunkConfig) -> usize {
+    config.target_chars * 2
 }
 
 /// Where a chunk came from.
@@ -169,98 +134,115 @@ pub struct Span {
 
 /// The structural core of chunking, on byte offsets.
 pub fn chunk_spans(text: &str, kind: DocKind, config: &ChunkConfig) -> Vec<Span> {
-    let mut out = Vec::new();
-    let mut headings: Vec<(usize, String)> = Vec::new();
-    // Start of a heading line not yet inside any chunk: the next chunk starts there.
-    let mut pending: Option<usize> = None;
-    // Whole short paragraphs being packed into one chunk: (start, end).
-    let mut pack: Option<(usize, usize)> = None;
-    let section_of = |headings: &Vec<(usize, String)>| -> String {
-        let skip = usize::from(headings.len() > 1 && headings[0].0 == 1);
-        headings[skip..]
-            .iter()
-            .map(|(_, t)| t.as_str())
-            .collect::<Vec<_>>()
-            .join(" > ")
+    let mut p = Packer {
+        text,
+        config,
+        out: Vec::new(),
+        headings: Vec::new(),
+        pending: None,
+        pack: None,
     };
-
     for block in blocks(text, kind) {
         match block {
             Block::Heading {
                 level,
                 title,
                 start,
-            } => {
-                if let Some((s, e)) = pack.take() {
-                    out.push(Span {
-                        start: s,
-                        end: e,
-                        section: section_of(&headings),
-                    });
-                }
-                while headings.last().is_some_and(|(l, _)| *l >= level) {
-                    headings.pop();
-                }
-                headings.push((level, title));
-                pending.get_or_insert(start);
-            }
-            Block::Para { start, end } => {
-                let section = section_of(&headings);
-                let len = text[start..end].chars().count();
-                if len > config.target_chars {
-                    if let Some((s, e)) = pack.take() {
-                        out.push(Span {
-                            start: s,
-                            end: e,
-                            section: section.clone(),
-                        });
-                    }
-                    let first = pending.take().unwrap_or(start);
-                    let mut pieces = split_long(text, start, end, config);
-                    pieces[0].0 = first;
-                    out.extend(pieces.into_iter().map(|(s, e)| Span {
-                        start: s,
-                        end: e,
-                        section: section.clone(),
-                    }));
-                    continue;
-                }
-                pack = match pack {
-                    Some((s, _)) if text[s..end].chars().count() <= config.target_chars => {
-                        Some((s, end))
-                    }
-                    Some((s, e)) => {
-                        out.push(Span {
-                            start: s,
-                            end: e,
-                            section: section.clone(),
-                        });
-                        Some((start, end))
-                    }
-                    None => Some((pending.take().unwrap_or(start), end)),
-                };
-            }
+            } => p.heading(level, title, start),
+            Block::Para { start, end } => p.para(start, end),
         }
     }
-    if let Some((s, e)) = pack.take() {
-        out.push(Span {
-            start: s,
-            end: e,
-            section: section_of(&headings),
+    p.finish()
+}
+
+/// Chunking in progress: whole short paragraphs are packed together up
+/// to the target size; a long one is split at sentences; a heading ends
+/// the pack and starts the next chunk.
+struct Packer<'t> {
+    text: &'t str,
+    config: &'t ChunkConfig,
+    out: Vec<Span>,
+    headings: Vec<(usize, String)>,
+    /// Start of a heading line not yet inside any chunk: the next chunk starts there.
+    pending: Option<usize>,
+    /// Whole short paragraphs being packed into one chunk: (start, end).
+    pack: Option<(usize, usize)>,
+}
+
+impl Packer<'_> {
+    fn section(&self) -> String {
+        let headings = &self.headings;
+        let skip = usize::from(headings.len() > 1 && headings[0].0 == 1);
+        headings[skip..]
+            .iter()
+            .map(|(_, t)| t.as_str())
+            .collect::<Vec<_>>()
+            .join(" > ")
+    }
+
+    fn push(&mut self, start: usize, end: usize, section: String) {
+        self.out.push(Span {
+            start,
+            end,
+            section,
         });
     }
-    if let Some(s) = pending {
-        // Headings with no text after them: keep them, so no text is lost.
-        let end = text.trim_end().len().max(s);
-        if end > s {
-            out.push(Span {
-                start: s,
-                end,
-                section: section_of(&headings),
-            });
+
+    fn heading(&mut self, level: usize, title: String, start: usize) {
+        if let Some((s, e)) = self.pack.take() {
+            let section = self.section();
+            self.push(s, e, section);
         }
+        while self.headings.last().is_some_and(|(l, _)| *l >= level) {
+            self.headings.pop();
+        }
+        self.headings.push((level, title));
+        self.pending.get_or_insert(start);
     }
-    out
+
+    fn para(&mut self, start: usize, end: usize) {
+        let text = self.text;
+        let section = self.section();
+        let len = text[start..end].chars().count();
+        if len > self.config.target_chars {
+            if let Some((s, e)) = self.pack.take() {
+                self.push(s, e, section.clone());
+            }
+            let first = self.pending.take().unwrap_or(start);
+            let mut pieces = split_long(text, start, end, self.config);
+            pieces[0].0 = first;
+            for (s, e) in pieces {
+                self.push(s, e, section.clone());
+            }
+            return;
+        }
+        self.pack = match self.pack {
+            Some((s, _)) if text[s..end].chars().count() <= self.config.target_chars => {
+                Some((s, end))
+            }
+            Some((s, e)) => {
+                self.push(s, e, section);
+                Some((start, end))
+            }
+            None => Some((self.pending.take().unwrap_or(start), end)),
+        };
+    }
+
+    fn finish(mut self) -> Vec<Span> {
+        if let Some((s, e)) = self.pack.take() {
+            let section = self.section();
+            self.push(s, e, section);
+        }
+        if let Some(s) = self.pending {
+            // Headings with no text after them: keep them, so no text is lost.
+            let end = self.text.trim_end().len().max(s);
+            if end > s {
+                let section = self.section();
+                self.push(s, end, section);
+            }
+        }
+        self.out
+    }
 }
 
 enum Block {
@@ -343,7 +325,7 @@ fn split_long(text: &str, start: usize, end: usize, config: &ChunkConfig) -> Vec
     let mut sents: Vec<(usize, usize, usize)> = Vec::new();
     for (s, e) in sentences(text, start, end) {
         let n = text[s..e].chars().count();
-        if n > config.hard_max() {
+        if n > hard_max(config) {
             for (a, b) in hard_split(text, s, e, config.target_chars) {
                 sents.push((a, b, text[a..b].chars().count()));
             }
@@ -377,62 +359,12 @@ fn split_long(text: &str, start: usize, end: usize, config: &ChunkConfig) -> Vec
     pieces
 }
 
-fn is_sentence_end(c: char) -> bool {
-    matches!(c, '。' | '！' | '？' | '；' | '!' | '?' | ';' | '…')
-}
-
-fn is_closer(c: char) -> bool {
-    matches!(
-        c,
-        '”' | '’' | '」' | '』' | '）' | ')' | '】' | '"' | '\'' | '》'
-    )
-}
-
-/// Sentence spans covering `[start, end)` exactly (trailing space included).
-pub(crate) fn sentences(text: &str, start: usize, end: usize) -> Vec<(usize, usize)> {
-    let s = &text[start..end];
-    let mut out = Vec::new();
-    let mut sent_start = 0;
-    let mut it = s.char_indices().peekable();
-    while let Some((i, c)) = it.next() {
-        let next = it.peek().map(|&(_, n)| n);
-        let ends =
-            is_sentence_end(c) || (c == '.' && next.is_none_or(char::is_whitespace)) || (c == '\n');
-        if !ends || next.is_some_and(is_sentence_end) {
-            continue;
-        }
-        let mut cut = i + c.len_utf8();
-        while let Some(&(j, n)) = it.peek() {
-            if is_closer(n) || n.is_whitespace() {
-                cut = j + n.len_utf8();
-                it.next();
-            } else {
-                break;
-            }
-        }
-        if cut < s.len() {
-            out.push((start + sent_start, start + cut));
-            sent_start = cut;
-        }
-    }
-    out.push((start + sent_start, end));
-    out
-}
-
 fn is_word_char(c: char) -> bool {
     (c.is_alphanumeric() && !is_cjk(c))
         || matches!(
             c,
             '.' | '_' | '%' | '+' | '-' | '/' | '\'' | '{' | '}' | '^'
         )
-}
-
-/// Chinese, Japanese and Korean characters: each is its own word for chunking.
-pub fn is_cjk(c: char) -> bool {
-    matches!(c as u32,
-        0x2E80..=0x2FDF | 0x3040..=0x30FF | 0x3100..=0x312F | 0x3190..=0x31FF |
-        0x3400..=0x4DBF | 0x4E00..=0x9FFF | 0xAC00..=0xD7AF | 0xF900..=0xFAFF |
-        0x20000..=0x2FA1F)
 }
 
 /// Cuts an over-long sentence into pieces of at most ~`target` chars: at the
@@ -543,6 +475,7 @@ impl<'a> IdMaker<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::text::is_sentence_end;
 
     fn doc(text: &str, kind: DocKind) -> Document {
         Document {

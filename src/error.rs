@@ -79,6 +79,11 @@ pub enum Error {
     #[error("invalid query: {0}")]
     InvalidQuery(String),
 
+    /// A per-request setting out of its range (`max_tokens`, `temperature`,
+    /// `top_p`, `k`): the caller's fault, unlike [`Error::Config`].
+    #[error("invalid option: {0}")]
+    InvalidOption(String),
+
     /// The evaluation set is malformed.
     #[error("evaluation set {path}, line {line}: {message}")]
     EvalSet {

@@ -10,9 +10,11 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use crate::answer::{retrieve, AskOptions, Question, Refusal, Retrieved};
+use crate::engine::Generator;
 use crate::error::{Error, IoContext, Result};
 use crate::kb::Kb;
-use crate::retrieve::SearchMode;
+use crate::retrieve::{Query, SearchHit, SearchMode};
 
 /// One evaluation question.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -127,7 +129,7 @@ pub struct RetrievalReport {
     /// The retriever evaluated.
     pub mode: SearchMode,
     /// Whether questions in the other language were searched for with
-    /// their translation too ([`crate::translate`]).
+    /// their translation too ([`crate::answer::retrieve`]).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub translated: bool,
     /// All in-scope questions.
@@ -148,11 +150,11 @@ pub fn evaluate_retrieval(
     kb: &Kb,
     items: &[EvalItem],
     mode: SearchMode,
-    translator: Option<&dyn crate::llm::Generator>,
+    translator: Option<&dyn Generator>,
 ) -> Result<RetrievalReport> {
     let mut outcomes = Vec::new();
     let top = |mode: SearchMode, q: &str| -> Result<Option<f32>> {
-        match kb.search(q, 1, mode) {
+        match Query::parse(q, 1).and_then(|q| kb.search(&q, mode)) {
             Ok(h) => Ok(h.first().map(|h| h.score)),
             Err(Error::InvalidQuery(_)) => Ok(None),
             Err(Error::Model(_)) if mode == SearchMode::Vector => Ok(None),
@@ -160,21 +162,14 @@ pub fn evaluate_retrieval(
         }
     };
     for item in items {
-        let translation = match translator {
-            Some(g) => {
-                let lang = crate::answer::Lang::detect(&item.question);
-                crate::translate::for_search(kb, g, &item.question, lang, true)?
+        let hits = match Question::parse(&item.question, EVAL_DEPTH) {
+            Ok(question) => {
+                let translation = match translator {
+                    Some(g) => retrieve::for_search(kb, g, &question, true)?,
+                    None => None,
+                };
+                retrieve::search(kb, question.query(), translation.as_deref(), mode)?
             }
-            None => None,
-        };
-        let hits = match crate::translate::search(
-            kb,
-            &item.question,
-            translation.as_deref(),
-            EVAL_DEPTH,
-            mode,
-        ) {
-            Ok(h) => h,
             Err(Error::InvalidQuery(_)) => Vec::new(),
             Err(e) => return Err(e),
         };
@@ -313,7 +308,7 @@ pub struct AnswerOutcome {
     pub refusal_score: Option<f32>,
     /// Why it was refused, if it was.
     #[serde(default)]
-    pub refusal: Option<crate::answer::Refusal>,
+    pub refusal: Option<Refusal>,
     /// What the model wrote when its answer was refused.
     #[serde(default)]
     pub model_text: Option<String>,
@@ -341,14 +336,14 @@ pub struct AnswerReport {
 
 /// The passages holding one of `item`'s gold markers, as search hits (at
 /// most `k`, in corpus order; none for an out-of-scope question).
-fn gold_hits(kb: &Kb, item: &EvalItem, k: usize) -> Vec<crate::retrieve::SearchHit> {
+fn gold_hits(kb: &Kb, item: &EvalItem, k: usize) -> Vec<SearchHit> {
     kb.generation()
         .chunks
         .iter()
         .filter(|c| item.holds_answer(&c.text))
         .take(k)
         .enumerate()
-        .map(|(i, c)| crate::retrieve::SearchHit {
+        .map(|(i, c)| SearchHit {
             rank: i + 1,
             chunk_id: c.id.clone(),
             source: c.source.clone(),
@@ -383,9 +378,9 @@ pub fn missing_keywords(keywords: &[String], answer: &str) -> Vec<String> {
 /// bound on what better retrieval or ranking could bring.
 pub fn evaluate_answers(
     kb: &Kb,
-    generator: &dyn crate::llm::Generator,
+    generator: &dyn Generator,
     items: &[EvalItem],
-    opts: &crate::answer::AskOptions,
+    opts: &AskOptions,
     oracle: bool,
     progress: &mut dyn FnMut(usize, &AnswerOutcome),
 ) -> Result<AnswerReport> {
@@ -397,21 +392,24 @@ pub fn evaluate_answers(
         .map(|c| (c.id.as_str(), c.text.as_str()))
         .collect();
     for (i, item) in items.iter().enumerate() {
+        let question = Question::parse(&item.question, opts.k)?;
         let a = if oracle {
-            let hits = gold_hits(kb, item, opts.k);
-            let start = std::time::Instant::now();
+            let retrieved = Retrieved {
+                hits: gold_hits(kb, item, opts.k),
+                translation: None,
+                since: std::time::Instant::now(),
+            };
+            let embedder = kb.embedder().ok();
             crate::answer::answer_from(
-                kb,
                 generator,
-                &item.question,
-                None,
-                &hits,
-                start,
+                embedder.as_deref(),
+                &question,
+                &retrieved,
                 opts,
                 &mut |_| true,
             )?
         } else {
-            crate::answer::ask(kb, generator, &item.question, opts, &mut |_| true)?
+            crate::answer::ask(kb, generator, &question, opts, &mut |_| true)?
         };
         let missing = if a.grounded {
             missing_keywords(&item.keywords, &a.answer)

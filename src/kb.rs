@@ -1,16 +1,15 @@
 //! [`Kb`]: an open knowledge base, kept in step with its corpus.
 
-use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 
-use crate::config::Backend;
+use crate::backend::EmbeddingModel;
 use crate::config::{Config, SearchConfig, VectorConfig};
 use crate::corpus::Corpus;
-use crate::embed::{E5Embedder, Embedder, OpenAiEmbedder};
+use crate::engine::Embedder;
 use crate::error::{Error, Result};
 use crate::index::{self, BuildEvent, Freshness, Generation, IndexSettings, Manifest};
-use crate::models::fetch::{self, FetchEvent};
-use crate::retrieve::{self, SearchHit, SearchMode};
+use crate::models::fetch::FetchEvent;
+use crate::retrieve::{self, Query, SearchHit, SearchMode};
 
 /// What happened while opening a knowledge base, for a front end to report.
 #[derive(Debug, Clone)]
@@ -34,78 +33,18 @@ pub enum IndexOutcome {
     Built(Box<Manifest>),
 }
 
-/// The embedding model a config asks for: where it runs and its identity
-/// (what an index manifest records, so vectors are never mixed).
-#[derive(Clone)]
-struct ModelChoice {
-    name: String,
-    sha256: String,
-    source: Source,
-}
-
-#[derive(Clone)]
-enum Source {
-    /// An E5S1 file, loaded in process when first needed.
-    File(PathBuf),
-    /// A server, connected when first needed: BM25 search and reloads do
-    /// not depend on it being up.
-    Server(Box<crate::config::EmbedderConfig>),
-}
-
-impl ModelChoice {
-    fn load(&self) -> Result<Arc<dyn Embedder>> {
-        match &self.source {
-            Source::File(path) => Ok(Arc::new(E5Embedder::load(path)?)),
-            Source::Server(config) => Ok(Arc::new(OpenAiEmbedder::connect(config)?)),
-        }
-    }
-}
-
-/// Resolves the embedding model: `embedder.backend = "openai"` names the
-/// server's model (nothing is contacted yet); otherwise `config.models.embedding` (fetching a known model
-/// on first use). `None` when vectors are turned off (`embedding = "none"`).
-fn embedding_model(
-    config: &Config,
-    events: &mut dyn FnMut(OpenEvent),
-) -> Result<Option<ModelChoice>> {
-    if config.embedder.backend == Backend::Openai {
-        let (name, sha256) = OpenAiEmbedder::identity(&config.embedder);
-        return Ok(Some(ModelChoice {
-            name,
-            sha256,
-            source: Source::Server(Box::new(config.embedder.clone())),
-        }));
-    }
-    let name = config.models.embedding.trim();
-    if name.is_empty() || name == "none" {
-        return Ok(None);
-    }
-    let path = fetch::resolve(name, &config.home, &config.python, &mut |e| {
-        events(OpenEvent::Fetch(e))
-    })?;
-    let sha256 = match fetch::spec(name) {
-        Some(spec) => spec.sha256.to_string(),
-        None => fetch::sha256_file(&path)?,
-    };
-    Ok(Some(ModelChoice {
-        name: name.to_string(),
-        sha256,
-        source: Source::File(path),
-    }))
-}
-
 /// What an index for `config` is built from: the corpus, the embedding
 /// model, and the settings a live generation must match.
 struct Inputs {
     corpus: Corpus,
-    model: Option<ModelChoice>,
+    model: Option<EmbeddingModel>,
     settings: IndexSettings,
 }
 
 impl Inputs {
     fn load(config: &Config, events: &mut dyn FnMut(OpenEvent)) -> Result<Inputs> {
         let corpus = Corpus::load(&config.corpus, config.skip_bad)?;
-        let model = embedding_model(config, events)?;
+        let model = EmbeddingModel::resolve(config, &mut |e| events(OpenEvent::Fetch(e)))?;
         let settings = IndexSettings::from_config(
             config,
             model.as_ref().map(|m| (m.name.clone(), m.sha256.clone())),
@@ -151,7 +90,7 @@ pub struct Kb {
     generation: Generation,
     search: SearchConfig,
     vector: VectorConfig,
-    model: Option<ModelChoice>,
+    model: Option<EmbeddingModel>,
     embedder: OnceLock<Arc<dyn Embedder>>,
     /// Held while the embedder loads, so concurrent first searches load it once.
     loading: std::sync::Mutex<()>,
@@ -161,7 +100,7 @@ impl Kb {
     fn new(
         generation: Generation,
         config: &Config,
-        model: Option<ModelChoice>,
+        model: Option<EmbeddingModel>,
         embedder: Option<Arc<dyn Embedder>>,
     ) -> Kb {
         let cell = OnceLock::new();
@@ -225,7 +164,7 @@ impl Kb {
     pub fn open_current(config: &Config, events: &mut dyn FnMut(OpenEvent)) -> Result<Kb> {
         let generation = index::open(&config.index_dir)?;
         let model = match &generation.manifest.vector {
-            Some(_) => embedding_model(config, events)?,
+            Some(_) => EmbeddingModel::resolve(config, &mut |e| events(OpenEvent::Fetch(e)))?,
             None => None,
         };
         if let (Some(m), Some(v)) = (&model, &generation.manifest.vector) {
@@ -292,20 +231,31 @@ impl Kb {
         Ok(e)
     }
 
-    /// The `k` best chunks for `query`.
-    pub fn search(&self, query: &str, k: usize, mode: SearchMode) -> Result<Vec<SearchHit>> {
+    /// The `query.k()` best chunks for `query`.
+    pub fn search(&self, query: &Query, mode: SearchMode) -> Result<Vec<SearchHit>> {
         let query_vector = match mode {
             SearchMode::Bm25 => None,
             SearchMode::Vector | SearchMode::Hybrid => {
-                retrieve::check_query(query, k)?;
-                Some(self.embedder()?.embed_query(query.trim())?)
+                let _span = tracing::debug_span!("embed").entered();
+                Some(self.embedder()?.embed_query(query.text())?)
             }
         };
+        self.search_with_vector(query, query_vector.as_deref(), mode)
+    }
+
+    /// [`Kb::search`] with the query's vector already computed (`None` for
+    /// BM25), so a caller that needs the vector too embeds it once.
+    pub fn search_with_vector(
+        &self,
+        query: &Query,
+        query_vector: Option<&[f32]>,
+        mode: SearchMode,
+    ) -> Result<Vec<SearchHit>> {
+        let _span = tracing::debug_span!("retrieve", %mode, k = query.k()).entered();
         retrieve::search(
             &self.generation,
             query,
-            query_vector.as_deref(),
-            k,
+            query_vector,
             mode,
             &self.search,
             &self.vector,

@@ -1,34 +1,42 @@
 //! kbqa: answer questions about your own documents, grounded in cited passages.
 //!
-//! Data flows one way:
+//! Data flows one way, and so do imports:
 //!
 //! ```text
-//! corpus (files) -> chunk (stable ids) -> index (BM25, one manifest) -> retrieve -> answer
+//! corpus (files) -> chunk (stable ids) -> index (BM25 + vectors, one manifest)
+//!     -> retrieve -> kb -> answer (stages) -> server / CLI
 //! ```
 //!
-//! [`Kb`] is the front door: it opens (and, when the corpus changed, rebuilds)
-//! the index described by a [`Config`], and answers searches. The CLI in
-//! `main.rs` and the HTTP layer are thin shells over it.
+//! [`Kb`] opens (and, when the corpus changed, rebuilds) the index a
+//! [`Config`] describes and answers searches; [`answer::ask`] answers a
+//! question from it with a [`engine::Generator`]. `config`, `error`,
+//! `text`, `hash` and `rng` are leaves that anything may import; models
+//! are reached only through the traits of [`engine`] ([`backend`] picks
+//! the in-process [`models`] or a [`remote`] server). The CLI
+//! (`main.rs` and `cli/`, the binary) and the HTTP layer in [`server`] are
+//! thin shells over it.
+//! ARCHITECTURE.md has the map.
 #![deny(missing_docs)]
 
 pub mod answer;
-pub mod bot;
+pub mod backend;
 pub mod chat;
 pub mod chunk;
 pub mod config;
 pub mod corpus;
-pub mod embed;
+pub mod engine;
 pub mod error;
 pub mod eval;
+pub mod hash;
 pub mod index;
 pub mod kb;
-pub mod llm;
 pub mod models;
 pub mod remote;
 pub mod retrieve;
+pub mod rng;
 pub mod server;
 pub mod synth;
-pub mod translate;
+pub mod text;
 
 pub use config::Config;
 pub use error::{Error, Result};

@@ -10,42 +10,7 @@ use crate::config::{SearchConfig, VectorConfig};
 use crate::error::{Error, Result};
 use crate::index::Generation;
 
-/// Which retriever ranks the chunks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum SearchMode {
-    /// Lexical BM25 over the Chinese-aware analyzer.
-    Bm25,
-    /// Nearest neighbours of the query's embedding.
-    Vector,
-    /// Both, fused by reciprocal rank.
-    #[default]
-    Hybrid,
-}
-
-impl std::str::FromStr for SearchMode {
-    type Err = String;
-    fn from_str(s: &str) -> std::result::Result<Self, String> {
-        match s {
-            "bm25" => Ok(SearchMode::Bm25),
-            "vector" => Ok(SearchMode::Vector),
-            "hybrid" => Ok(SearchMode::Hybrid),
-            _ => Err(format!(
-                "unknown search mode {s:?} (expected bm25, vector or hybrid)"
-            )),
-        }
-    }
-}
-
-impl std::fmt::Display for SearchMode {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            SearchMode::Bm25 => "bm25",
-            SearchMode::Vector => "vector",
-            SearchMode::Hybrid => "hybrid",
-        })
-    }
-}
+pub use crate::config::SearchMode;
 
 /// One ranked chunk. Serialises to the `--json` / HTTP result shape.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -73,22 +38,49 @@ pub struct SearchHit {
 /// Longest query accepted, in chars: a question, not a document.
 pub const MAX_QUERY_CHARS: usize = 2000;
 
-/// Rejects queries no retriever can use: empty, too long, `k = 0`.
-pub fn check_query(query: &str, k: usize) -> Result<()> {
-    let query = query.trim();
-    if query.is_empty() {
-        return Err(Error::InvalidQuery("the query is empty".into()));
+/// Most passages one request may ask for (the HTTP API's and `ask`'s limit).
+pub const MAX_K: usize = 50;
+
+/// A query that every retriever can use: trimmed, not empty, not too
+/// long, asking for at least one passage. Made once at the edge
+/// ([`Query::parse`]); what takes a `Query` need not check it again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Query {
+    text: String,
+    k: usize,
+}
+
+impl Query {
+    /// Checks `text` and `k`.
+    pub fn parse(text: &str, k: usize) -> Result<Query> {
+        let text = text.trim();
+        if text.is_empty() {
+            return Err(Error::InvalidQuery("the query is empty".into()));
+        }
+        let n = text.chars().count();
+        if n > MAX_QUERY_CHARS {
+            return Err(Error::InvalidQuery(format!(
+                "the query has {n} characters; the limit is {MAX_QUERY_CHARS}"
+            )));
+        }
+        if k == 0 {
+            return Err(Error::InvalidQuery("k must be at least 1".into()));
+        }
+        Ok(Query {
+            text: text.to_string(),
+            k,
+        })
     }
-    let n = query.chars().count();
-    if n > MAX_QUERY_CHARS {
-        return Err(Error::InvalidQuery(format!(
-            "the query has {n} characters; the limit is {MAX_QUERY_CHARS}"
-        )));
+
+    /// The text, trimmed.
+    pub fn text(&self) -> &str {
+        &self.text
     }
-    if k == 0 {
-        return Err(Error::InvalidQuery("k must be at least 1".into()));
+
+    /// How many passages are wanted.
+    pub fn k(&self) -> usize {
+        self.k
     }
-    Ok(())
 }
 
 struct Ranked {
@@ -104,15 +96,13 @@ struct Ranked {
 /// term-dense definitions do not crowd out the passages that discuss a term.
 pub fn search(
     generation: &Generation,
-    query: &str,
+    query: &Query,
     query_vector: Option<&[f32]>,
-    k: usize,
     mode: SearchMode,
     config: &SearchConfig,
     vector_config: &VectorConfig,
 ) -> Result<Vec<SearchHit>> {
-    check_query(query, k)?;
-    let query = query.trim();
+    let (query, k) = (query.text(), query.k());
     let total = generation.chunks.len().max(1);
     // Over-fetch so the glossary cap can skip entries and still return k;
     // fetch deeper while the cap leaves fewer than k and more may exist.

@@ -5,31 +5,9 @@
 use std::path::Path;
 
 use crate::error::{IoContext, Result};
+use crate::rng::Rng;
 
 const SEED_TEXT: &str = include_str!("../corpus/article.md");
-
-/// A small, fast, seedable generator (splitmix64): same seed, same
-/// sequence. Used for synthetic corpora and for sampling in `llm`.
-pub(crate) struct Rng(pub(crate) u64);
-
-impl Rng {
-    pub(crate) fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-
-    /// Uniform in [0, 1), 24 bits.
-    pub(crate) fn next_f32(&mut self) -> f32 {
-        (self.next() >> 40) as f32 / (1u64 << 24) as f32
-    }
-}
 
 fn seed_sentences() -> Vec<&'static str> {
     SEED_TEXT

@@ -4,10 +4,12 @@
 #![no_main]
 
 use axum::http::HeaderMap;
-use kbqa::bot::slack::{question_in, split_text, strip_mentions, verify, Command, Envelope};
+use kbqa::server::service::decode;
+use kbqa::server::slack::message::{question_in, split_text, strip_mentions, Command, Envelope};
+use kbqa::server::slack::verify::verify;
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
-    if let Ok(Envelope::EventCallback { event, .. }) = kbqa::server::decode::<Envelope>(data) {
+    if let Ok(Envelope::EventCallback { event, .. }) = decode::<Envelope>(data) {
         let _ = question_in(&event, Some("UBOT"));
     }
     let _ = serde_urlencoded::from_bytes::<Command>(data);

@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest, Sha256};
 
 use crate::error::{BadFile, Error, Result};
+use crate::hash::hex;
 pub use glossary::{Glossary, GlossaryEntry};
 
 /// What a file is to the chunker.
@@ -139,6 +140,24 @@ impl Corpus {
     }
 }
 
+/// Each glossary entry's names (term first, then aliases): the BM25
+/// index treats them as synonyms.
+impl Corpus {
+    /// The synonym groups of the corpus's glossaries.
+    pub fn synonyms(&self) -> Vec<Vec<String>> {
+        self.glossaries
+            .iter()
+            .flat_map(|g| g.entries.iter())
+            .map(|e| {
+                std::iter::once(&e.term)
+                    .chain(e.aliases.iter())
+                    .map(|w| w.trim().to_string())
+                    .collect()
+            })
+            .collect()
+    }
+}
+
 /// The corpus fingerprint recorded in a manifest.
 pub fn content_hash(files: &[FileHash]) -> String {
     let mut h = Sha256::new();
@@ -149,17 +168,6 @@ pub fn content_hash(files: &[FileHash]) -> String {
         h.update([b'\n']);
     }
     hex(&h.finalize())
-}
-
-/// Lowercase hex of a byte string.
-pub fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write;
-    bytes
-        .iter()
-        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-            let _ = write!(s, "{b:02x}");
-            s
-        })
 }
 
 enum FileKind {

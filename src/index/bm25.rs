@@ -275,7 +275,7 @@ impl Expander {
 }
 
 fn is_cjk_name(terms: &[String]) -> bool {
-    terms.iter().any(|t| t.chars().any(crate::chunk::is_cjk))
+    terms.iter().any(|t| t.chars().any(crate::text::is_cjk))
 }
 
 #[cfg(test)]
@@ -289,7 +289,7 @@ mod tests {
         let root = Path::new(env!("CARGO_MANIFEST_DIR"));
         let corpus = Corpus::load(&root.join("corpus"), false).unwrap();
         let chunks = chunk_corpus(&corpus, &ChunkConfig::default());
-        let synonyms = super::super::synonyms(&corpus);
+        let synonyms = corpus.synonyms();
         let open = || {
             let dir = tempfile::tempdir().unwrap();
             build(

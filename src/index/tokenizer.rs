@@ -9,66 +9,13 @@
 //! Stop words are removed from queries only, so the index does not depend on
 //! the stop list.
 
-use std::str::FromStr;
 use std::sync::{Arc, OnceLock};
 
 use jieba_rs::Jieba;
-use serde::{Deserialize, Serialize};
 use tantivy::tokenizer::{Language, Stemmer, TextAnalyzer, Token, TokenStream, Tokenizer};
 
-use crate::chunk::is_cjk;
-
-/// How CJK runs become terms. Recorded in the manifest: index and queries
-/// must agree.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
-pub enum TokenizerKind {
-    /// jieba word segmentation in search mode (long words also give their parts).
-    #[default]
-    #[serde(rename = "jieba")]
-    Jieba,
-    /// Overlapping character bigrams (a lone char stays a unigram).
-    #[serde(rename = "bigram")]
-    Bigram,
-    /// Both: jieba words and bigrams.
-    #[serde(rename = "jieba+bigram")]
-    JiebaBigram,
-}
-
-impl TokenizerKind {
-    /// Every kind, for comparisons.
-    pub const ALL: [TokenizerKind; 3] = [
-        TokenizerKind::Jieba,
-        TokenizerKind::Bigram,
-        TokenizerKind::JiebaBigram,
-    ];
-
-    /// The name used in config, flags and the manifest.
-    pub fn name(self) -> &'static str {
-        match self {
-            TokenizerKind::Jieba => "jieba",
-            TokenizerKind::Bigram => "bigram",
-            TokenizerKind::JiebaBigram => "jieba+bigram",
-        }
-    }
-}
-
-impl std::fmt::Display for TokenizerKind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-impl FromStr for TokenizerKind {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        TokenizerKind::ALL
-            .into_iter()
-            .find(|k| k.name() == s)
-            .ok_or_else(|| {
-                format!("unknown tokenizer {s:?} (expected jieba, bigram or jieba+bigram)")
-            })
-    }
-}
+pub use crate::config::TokenizerKind;
+use crate::text::is_cjk;
 
 /// The name the analyzer is registered under in the tantivy index.
 pub const ANALYZER_NAME: &str = "kbqa";
@@ -129,7 +76,8 @@ pub fn query_terms(analyzer: &mut TextAnalyzer, text: &str) -> Vec<String> {
 }
 
 /// Question words and function words that only add noise to a query.
-/// (Terms arrive stemmed, so e.g. `does` is `doe`.)
+/// (Terms arrive stemmed, so e.g. `does` is `doe`.) Long because it is a
+/// word list, one word a line as rustfmt lays it out, not logic.
 fn is_stop_word(t: &str) -> bool {
     const WORDS: &[&str] = &[
         // English (Porter-stemmed forms included)

@@ -113,7 +113,7 @@ pub fn build(
     let mut files = BTreeMap::new();
     for name in file_names(n) {
         let p = dir.join(&name);
-        files.insert(name, crate::models::fetch::sha256_file(&p)?);
+        files.insert(name, crate::hash::sha256_file(&p)?);
     }
     Ok(files)
 }
@@ -161,7 +161,7 @@ impl VectorIndex {
                 });
             }
         }
-        super::verify_files(dir, &manifest.files)?;
+        super::files::verify_files(dir, &manifest.files)?;
         let path = dir.join(VECTORS);
         let bytes = std::fs::read(&path).at(&path)?;
         let corrupt = |reason: &str| Error::CorruptIndex {

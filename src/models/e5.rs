@@ -17,13 +17,12 @@ use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
 
+use super::e5_file::{dequantize_q4_0, Cursor, Tensors, BLOCK_BYTES, QK};
 use super::q4::Q4Linear;
 use super::xlmr_tokenizer::{CodepointMap, XlmrTokenizer};
 use crate::error::{Error, Result};
 
 const MAGIC: &[u8; 4] = b"E5S1";
-const QK: usize = 32;
-const BLOCK_BYTES: usize = 18;
 
 /// Which side of a retrieval pair a text is (e5 was trained with prefixes).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,76 +88,6 @@ pub struct E5 {
     device: Device,
 }
 
-/// A little-endian reader over the file.
-struct Cursor<'a> {
-    bytes: &'a [u8],
-    at: usize,
-}
-
-impl<'a> Cursor<'a> {
-    fn take(&mut self, n: usize) -> std::result::Result<&'a [u8], String> {
-        let end = self.at.checked_add(n).filter(|&e| e <= self.bytes.len());
-        let end = end.ok_or_else(|| format!("truncated at byte {} (wanted {n} more)", self.at))?;
-        let s = &self.bytes[self.at..end];
-        self.at = end;
-        Ok(s)
-    }
-    fn u8(&mut self) -> std::result::Result<u8, String> {
-        Ok(self.take(1)?[0])
-    }
-    fn u16(&mut self) -> std::result::Result<u16, String> {
-        Ok(u16::from_le_bytes(
-            self.take(2)?.try_into().expect("2 bytes"),
-        ))
-    }
-    fn u32(&mut self) -> std::result::Result<u32, String> {
-        Ok(u32::from_le_bytes(
-            self.take(4)?.try_into().expect("4 bytes"),
-        ))
-    }
-    fn i32(&mut self) -> std::result::Result<i32, String> {
-        Ok(i32::from_le_bytes(
-            self.take(4)?.try_into().expect("4 bytes"),
-        ))
-    }
-    fn u64(&mut self) -> std::result::Result<u64, String> {
-        Ok(u64::from_le_bytes(
-            self.take(8)?.try_into().expect("8 bytes"),
-        ))
-    }
-    fn f32(&mut self) -> std::result::Result<f32, String> {
-        Ok(f32::from_le_bytes(
-            self.take(4)?.try_into().expect("4 bytes"),
-        ))
-    }
-    fn usize(&mut self) -> std::result::Result<usize, String> {
-        let v = self.i32()?;
-        usize::try_from(v).map_err(|_| format!("negative size {v}"))
-    }
-}
-
-struct TensorEntry<'a> {
-    dtype: u8,
-    elements: usize,
-    data: &'a [u8],
-}
-
-/// Dequantises Q4_0 blocks (f16 scale, 16 bytes: low nibble = weight j,
-/// high nibble = weight j+16; value = (q - 8) * scale) into `out`.
-fn dequantize_q4_0(blocks: &[u8], out: &mut [f32]) {
-    for (b, o) in blocks
-        .chunks_exact(BLOCK_BYTES)
-        .zip(out.chunks_exact_mut(QK))
-    {
-        let d = half::f16::from_le_bytes([b[0], b[1]]).to_f32();
-        for j in 0..16 {
-            let q = b[2 + j];
-            o[j] = ((q & 0x0F) as f32 - 8.0) * d;
-            o[j + 16] = ((q >> 4) as f32 - 8.0) * d;
-        }
-    }
-}
-
 fn model_err(e: candle_core::Error) -> Error {
     Error::Model(e.to_string())
 }
@@ -178,204 +107,30 @@ impl E5 {
         })
     }
 
+    /// Reads the header, the tokenizer and the tensors of a mapped file.
     fn from_map(map: memmap2::Mmap) -> std::result::Result<E5, String> {
         let bytes: &[u8] = &map;
         let mut c = Cursor { bytes, at: 0 };
-        if c.take(4)? != MAGIC {
-            return Err("it does not start with E5S1".into());
-        }
-        let version = c.u32()?;
-        if version != 1 {
-            return Err(format!("format version {version}, expected 1"));
-        }
-        let config = E5Config {
-            hidden: c.usize()?,
-            layers: c.usize()?,
-            heads: c.usize()?,
-            ffn: c.usize()?,
-            vocab: c.usize()?,
-            max_positions: c.usize()?,
-            eps: {
-                let _type_vocab = c.usize()?;
-                f64::from(c.f32()?)
-            },
-        };
-        let qk = c.usize()?;
-        let sane = |v: usize, lo: usize, hi: usize| (lo..=hi).contains(&v);
-        if !(sane(config.hidden, 1, 8192)
-            && sane(config.layers, 1, 256)
-            && sane(config.heads, 1, 256)
-            && sane(config.ffn, 1, 65536)
-            && sane(config.vocab, 4, 4_000_000)
-            && sane(config.max_positions, 3, 65536))
-        {
-            return Err(format!("implausible hyper-parameters {config:?}"));
-        }
-        if qk != QK
-            || !config.hidden.is_multiple_of(QK)
-            || !config.ffn.is_multiple_of(QK)
-            || !config.hidden.is_multiple_of(config.heads)
-        {
-            return Err(format!("unsupported shapes {config:?}, block {qk}"));
-        }
-
-        // Tokenizer: pieces with scores, special ids, normalisation map.
-        let n = c.usize()?;
-        let bos = c.u32()?;
-        let eos = c.u32()?;
-        let _pad = c.u32()?;
-        let unk = c.u32()?;
-        let blob_len = usize::try_from(c.u64()?).map_err(|_| "blob too large")?;
-        let offsets: Vec<usize> = (0..=n)
-            .map(|_| c.u32().map(|v| v as usize))
-            .collect::<std::result::Result<_, _>>()?;
-        let scores: Vec<f32> = (0..n)
-            .map(|_| c.f32())
-            .collect::<std::result::Result<_, _>>()?;
-        let blob = c.take(blob_len)?;
-        if n > config.vocab || [bos, eos, unk].iter().any(|&id| id as usize >= n) {
-            return Err(format!(
-                "vocabulary of {n} pieces (special ids {bos}, {eos}, {unk}) does not fit the {}-row embedding table",
-                config.vocab
-            ));
-        }
-        let mut pieces = Vec::with_capacity(n);
-        for i in 0..n {
-            let (a, b) = (offsets[i], offsets[i + 1]);
-            let s = blob.get(a..b).ok_or("piece offsets out of range")?;
-            let s = std::str::from_utf8(s).map_err(|_| format!("piece {i} is not UTF-8"))?;
-            pieces.push((s.to_string(), f64::from(scores[i])));
-        }
-        let n_norm = c.usize()?;
-        let norm_bytes = c.u32()? as usize;
-        let mut nc = Cursor {
-            bytes: c.take(norm_bytes)?,
-            at: 0,
-        };
-        let mut records = Vec::new();
-        for _ in 0..n_norm {
-            let cp = nc.u32()?;
-            let nout = nc.u8()?;
-            let outs: Vec<char> = (0..nout)
-                .map(|_| {
-                    nc.u32()
-                        .and_then(|v| char::from_u32(v).ok_or_else(|| format!("bad codepoint {v}")))
-                })
-                .collect::<std::result::Result<_, _>>()?;
-            let cp = char::from_u32(cp).ok_or_else(|| format!("bad codepoint {cp}"))?;
-            records.push((cp, outs));
-        }
-        let tokenizer = XlmrTokenizer::new(pieces, unk, CodepointMap::new(records))
-            .map_err(|e| e.to_string())?;
-
-        // Tensor table.
-        let count = c.usize()?;
-        let mut tensors = std::collections::HashMap::new();
-        for _ in 0..count {
-            let name_len = c.u16()? as usize;
-            let name = String::from_utf8_lossy(c.take(name_len)?).into_owned();
-            let dtype = c.u8()?;
-            let elements = c.u32()? as usize;
-            let offset = usize::try_from(c.u64()?).map_err(|_| "offset too large")?;
-            let nbytes = usize::try_from(c.u64()?).map_err(|_| "size too large")?;
-            let data = offset
-                .checked_add(nbytes)
-                .and_then(|end| bytes.get(offset..end))
-                .ok_or_else(|| format!("tensor {name} lies outside the file (truncated?)"))?;
-            tensors.insert(
-                name,
-                TensorEntry {
-                    dtype,
-                    elements,
-                    data,
-                },
-            );
-        }
+        let config = read_config(&mut c)?;
+        let (tokenizer, bos, eos) = read_tokenizer(&mut c, &config)?;
         let device = Device::Cpu;
+        let tensors = Tensors::read(&mut c, bytes, device.clone())?;
         let h = config.hidden;
-        let get = |name: &str, elements: usize| -> std::result::Result<&TensorEntry, String> {
-            let t = tensors
-                .get(name)
-                .ok_or_else(|| format!("tensor {name} is missing"))?;
-            if t.elements != elements {
-                return Err(format!(
-                    "tensor {name} has {} elements, expected {elements}",
-                    t.elements
-                ));
-            }
-            let want = match t.dtype {
-                0 => elements * 4,
-                1 => elements / QK * BLOCK_BYTES,
-                d => return Err(format!("tensor {name} has unknown dtype {d}")),
-            };
-            if t.data.len() != want {
-                return Err(format!(
-                    "tensor {name} has {} bytes, expected {want}",
-                    t.data.len()
-                ));
-            }
-            Ok(t)
-        };
-        let f32s = |name: &str, elements: usize| -> std::result::Result<Vec<f32>, String> {
-            let t = get(name, elements)?;
-            match t.dtype {
-                0 => Ok(t
-                    .data
-                    .chunks_exact(4)
-                    .map(|b| f32::from_le_bytes(b.try_into().expect("4")))
-                    .collect()),
-                _ => {
-                    let mut out = vec![0f32; elements];
-                    dequantize_q4_0(t.data, &mut out);
-                    Ok(out)
-                }
-            }
-        };
-        let vector = |name: &str, len: usize| -> std::result::Result<Tensor, String> {
-            Tensor::from_vec(f32s(name, len)?, len, &device).map_err(|e| e.to_string())
-        };
-        // PyTorch Linear weights are [out, in], Q4_0 along `in`.
-        let linear =
-            |w: &str, b: &str, out: usize, inp: usize| -> std::result::Result<Q4Linear, String> {
-                let t = get(w, out * inp)?;
-                if t.dtype != 1 {
-                    return Err(format!("tensor {w} must be Q4_0"));
-                }
-                Q4Linear::new(out, inp, t.data, f32s(b, out)?)
-            };
-
-        let word = get("emb.word", config.vocab * h)?;
+        let word = tensors.get("emb.word", config.vocab * h)?;
         if word.dtype != 1 {
             return Err("emb.word must be Q4_0".into());
         }
         let start = word.data.as_ptr() as usize - bytes.as_ptr() as usize;
         let word = start..start + word.data.len();
-        let pos = f32s("emb.pos", config.max_positions * h)?;
-        let token_type = f32s("emb.type", 2 * h)?[..h].to_vec();
-        let emb_ln = (vector("emb.ln.w", h)?, vector("emb.ln.b", h)?);
+        let pos = tensors.f32s("emb.pos", config.max_positions * h)?;
+        let token_type = tensors.f32s("emb.type", 2 * h)?[..h].to_vec();
+        let emb_ln = (
+            tensors.vector("emb.ln.w", h)?,
+            tensors.vector("emb.ln.b", h)?,
+        );
         let mut layers = Vec::new();
         for l in 0..config.layers {
-            let n = |s: &str| format!("l{l}.{s}");
-            layers.push(Layer {
-                qkv: {
-                    let mut blocks = Vec::new();
-                    let mut bias = Vec::new();
-                    for m in ["q", "k", "v"] {
-                        let t = get(&n(&format!("{m}.w")), h * h)?;
-                        if t.dtype != 1 {
-                            return Err(format!("tensor {} must be Q4_0", n(&format!("{m}.w"))));
-                        }
-                        blocks.extend_from_slice(t.data);
-                        bias.extend(f32s(&n(&format!("{m}.b")), h)?);
-                    }
-                    Q4Linear::new(3 * h, h, &blocks, bias)?
-                },
-                out: linear(&n("ao.w"), &n("ao.b"), h, h)?,
-                ln1: (vector(&n("aln.w"), h)?, vector(&n("aln.b"), h)?),
-                ffn_in: linear(&n("fi.w"), &n("fi.b"), config.ffn, h)?,
-                ffn_out: linear(&n("fo.w"), &n("fo.b"), h, config.ffn)?,
-                ln2: (vector(&n("oln.w"), h)?, vector(&n("oln.b"), h)?),
-            });
+            layers.push(read_layer(&tensors, l, &config)?);
         }
         Ok(E5 {
             config,
@@ -488,7 +243,6 @@ impl E5 {
     /// For each window: the mean of the final hidden states of `<s> ids </s>`.
     fn window_means(&self, windows: &[&[u32]]) -> candle_core::Result<Vec<Vec<f32>>> {
         let h = self.config.hidden;
-        let blocks = h / QK;
         let spans: Vec<(usize, usize)> = windows
             .iter()
             .scan(0, |at, w| {
@@ -498,9 +252,34 @@ impl E5 {
             })
             .collect();
         let n: usize = spans.iter().map(|s| s.1).sum();
+        let x = self.input_embeddings(windows, &spans, n);
+        let eps = self.config.eps as f32;
+        let x = Tensor::from_vec(x, (n, h), &self.device)?;
+        let mut x = candle_nn::ops::layer_norm(&x, &self.emb_ln.0, &self.emb_ln.1, eps)?;
+        for l in &self.layers {
+            x = self.encoder_layer(l, x, &spans)?;
+        }
+        spans
+            .iter()
+            .map(|&(start, len)| {
+                x.narrow(0, start, len)?
+                    .mean(0)?
+                    .to_dtype(DType::F32)?
+                    .to_vec1()
+            })
+            .collect()
+    }
+
+    /// The `[n, hidden]` input rows of the windows, each wrapped in
+    /// `<s>…</s>` at its span: word row (dequantised from the mapped Q4_0
+    /// table, so the table is never copied) + position (from 0 in every
+    /// window) + token type 0. Before the embedding LayerNorm.
+    fn input_embeddings(&self, windows: &[&[u32]], spans: &[(usize, usize)], n: usize) -> Vec<f32> {
+        let h = self.config.hidden;
+        let blocks = h / QK;
         let mut x = vec![0f32; n * h];
         let word = &self.map[self.word.clone()];
-        for (w, &(start, _)) in windows.iter().zip(&spans) {
+        for (w, &(start, _)) in windows.iter().zip(spans) {
             let ids = std::iter::once(self.bos)
                 .chain(w.iter().copied())
                 .chain(std::iter::once(self.eos));
@@ -520,54 +299,191 @@ impl E5 {
                 }
             }
         }
+        x
+    }
+
+    /// One post-LN encoder layer over all windows at once: the projections
+    /// run on the whole token matrix, attention within each window's span.
+    fn encoder_layer(
+        &self,
+        l: &Layer,
+        x: Tensor,
+        spans: &[(usize, usize)],
+    ) -> candle_core::Result<Tensor> {
+        let h = self.config.hidden;
         let eps = self.config.eps as f32;
-        let x = Tensor::from_vec(x, (n, h), &self.device)?;
-        let mut x = candle_nn::ops::layer_norm(&x, &self.emb_ln.0, &self.emb_ln.1, eps)?;
         let heads = self.config.heads;
         let hd = h / heads;
         let scale = 1.0 / (hd as f64).sqrt();
-        for l in &self.layers {
-            let qkv = l.qkv.forward(&x)?;
-            let q = (qkv.narrow(1, 0, h)? * scale)?;
-            let k = qkv.narrow(1, h, h)?;
-            let v = qkv.narrow(1, 2 * h, h)?;
-            let mut ctx = Vec::with_capacity(spans.len());
-            for &(start, len) in &spans {
-                let split = |t: &Tensor| {
-                    t.narrow(0, start, len)?
-                        .reshape((len, heads, hd))?
-                        .transpose(0, 1)?
-                        .contiguous()
-                };
-                let att = candle_nn::ops::softmax_last_dim(&split(&q)?.matmul(&split(&k)?.t()?)?)?;
-                ctx.push(
-                    att.matmul(&split(&v)?)?
-                        .transpose(0, 1)?
-                        .reshape((len, h))?,
-                );
-            }
-            let ctx = if ctx.len() == 1 {
-                ctx.pop().expect("one")
-            } else {
-                Tensor::cat(&ctx, 0)?
+        let qkv = l.qkv.forward(&x)?;
+        let q = (qkv.narrow(1, 0, h)? * scale)?;
+        let k = qkv.narrow(1, h, h)?;
+        let v = qkv.narrow(1, 2 * h, h)?;
+        let mut ctx = Vec::with_capacity(spans.len());
+        for &(start, len) in spans {
+            let split = |t: &Tensor| {
+                t.narrow(0, start, len)?
+                    .reshape((len, heads, hd))?
+                    .transpose(0, 1)?
+                    .contiguous()
             };
-            let a = l.out.forward(&ctx)?;
-            x = candle_nn::ops::layer_norm(&(x + a)?, &l.ln1.0, &l.ln1.1, eps)?;
-            let f = l
-                .ffn_out
-                .forward(&l.ffn_in.forward(&x)?.apply_op1_no_bwd(&GeluErf)?)?;
-            x = candle_nn::ops::layer_norm(&(x + f)?, &l.ln2.0, &l.ln2.1, eps)?;
+            let att = candle_nn::ops::softmax_last_dim(&split(&q)?.matmul(&split(&k)?.t()?)?)?;
+            ctx.push(
+                att.matmul(&split(&v)?)?
+                    .transpose(0, 1)?
+                    .reshape((len, h))?,
+            );
         }
-        spans
-            .iter()
-            .map(|&(start, len)| {
-                x.narrow(0, start, len)?
-                    .mean(0)?
-                    .to_dtype(DType::F32)?
-                    .to_vec1()
-            })
-            .collect()
+        let ctx = if ctx.len() == 1 {
+            ctx.pop().expect("one")
+        } else {
+            Tensor::cat(&ctx, 0)?
+        };
+        let a = l.out.forward(&ctx)?;
+        let x = candle_nn::ops::layer_norm(&(x + a)?, &l.ln1.0, &l.ln1.1, eps)?;
+        let f = l
+            .ffn_out
+            .forward(&l.ffn_in.forward(&x)?.apply_op1_no_bwd(&GeluErf)?)?;
+        candle_nn::ops::layer_norm(&(x + f)?, &l.ln2.0, &l.ln2.1, eps)
     }
+}
+
+/// The header: magic, version and hyper-parameters, checked for sizes this
+/// code can run (and that cannot make it allocate absurdly).
+fn read_config(c: &mut Cursor) -> std::result::Result<E5Config, String> {
+    if c.take(4)? != MAGIC {
+        return Err("it does not start with E5S1".into());
+    }
+    let version = c.u32()?;
+    if version != 1 {
+        return Err(format!("format version {version}, expected 1"));
+    }
+    let config = E5Config {
+        hidden: c.usize()?,
+        layers: c.usize()?,
+        heads: c.usize()?,
+        ffn: c.usize()?,
+        vocab: c.usize()?,
+        max_positions: c.usize()?,
+        eps: {
+            let _type_vocab = c.usize()?;
+            f64::from(c.f32()?)
+        },
+    };
+    let qk = c.usize()?;
+    let sane = |v: usize, lo: usize, hi: usize| (lo..=hi).contains(&v);
+    if !(sane(config.hidden, 1, 8192)
+        && sane(config.layers, 1, 256)
+        && sane(config.heads, 1, 256)
+        && sane(config.ffn, 1, 65536)
+        && sane(config.vocab, 4, 4_000_000)
+        && sane(config.max_positions, 3, 65536))
+    {
+        return Err(format!("implausible hyper-parameters {config:?}"));
+    }
+    if qk != QK
+        || !config.hidden.is_multiple_of(QK)
+        || !config.ffn.is_multiple_of(QK)
+        || !config.hidden.is_multiple_of(config.heads)
+    {
+        return Err(format!("unsupported shapes {config:?}, block {qk}"));
+    }
+    Ok(config)
+}
+
+/// The tokenizer section: pieces with scores, special ids (returned:
+/// `<s>` and `</s>`), then the normalisation map.
+fn read_tokenizer(
+    c: &mut Cursor,
+    config: &E5Config,
+) -> std::result::Result<(XlmrTokenizer, u32, u32), String> {
+    let n = c.usize()?;
+    let bos = c.u32()?;
+    let eos = c.u32()?;
+    let _pad = c.u32()?;
+    let unk = c.u32()?;
+    let blob_len = usize::try_from(c.u64()?).map_err(|_| "blob too large")?;
+    let offsets: Vec<usize> = (0..=n)
+        .map(|_| c.u32().map(|v| v as usize))
+        .collect::<std::result::Result<_, _>>()?;
+    let scores: Vec<f32> = (0..n)
+        .map(|_| c.f32())
+        .collect::<std::result::Result<_, _>>()?;
+    let blob = c.take(blob_len)?;
+    if n > config.vocab || [bos, eos, unk].iter().any(|&id| id as usize >= n) {
+        return Err(format!(
+            "vocabulary of {n} pieces (special ids {bos}, {eos}, {unk}) does not fit the {}-row embedding table",
+            config.vocab
+        ));
+    }
+    let mut pieces = Vec::with_capacity(n);
+    for i in 0..n {
+        let (a, b) = (offsets[i], offsets[i + 1]);
+        let s = blob.get(a..b).ok_or("piece offsets out of range")?;
+        let s = std::str::from_utf8(s).map_err(|_| format!("piece {i} is not UTF-8"))?;
+        pieces.push((s.to_string(), f64::from(scores[i])));
+    }
+    let map = read_codepoint_map(c)?;
+    let tokenizer = XlmrTokenizer::new(pieces, unk, map).map_err(|e| e.to_string())?;
+    Ok((tokenizer, bos, eos))
+}
+
+/// The normalisation map: per code point, what it becomes (a length-
+/// prefixed record section).
+fn read_codepoint_map(c: &mut Cursor) -> std::result::Result<CodepointMap, String> {
+    let n_norm = c.usize()?;
+    let norm_bytes = c.u32()? as usize;
+    let mut nc = Cursor {
+        bytes: c.take(norm_bytes)?,
+        at: 0,
+    };
+    let mut records = Vec::new();
+    for _ in 0..n_norm {
+        let cp = nc.u32()?;
+        let nout = nc.u8()?;
+        let outs: Vec<char> = (0..nout)
+            .map(|_| {
+                nc.u32()
+                    .and_then(|v| char::from_u32(v).ok_or_else(|| format!("bad codepoint {v}")))
+            })
+            .collect::<std::result::Result<_, _>>()?;
+        let cp = char::from_u32(cp).ok_or_else(|| format!("bad codepoint {cp}"))?;
+        records.push((cp, outs));
+    }
+    Ok(CodepointMap::new(records))
+}
+
+/// Layer `l`'s weights (tensors `l{l}.*`); Q, K and V are stacked into
+/// one matrix so the input is read once for all three.
+fn read_layer(
+    tensors: &Tensors,
+    l: usize,
+    config: &E5Config,
+) -> std::result::Result<Layer, String> {
+    let h = config.hidden;
+    let n = |s: &str| format!("l{l}.{s}");
+    Ok(Layer {
+        qkv: {
+            let mut blocks = Vec::new();
+            let mut bias = Vec::new();
+            for m in ["q", "k", "v"] {
+                blocks.extend_from_slice(tensors.q4_blocks(&n(&format!("{m}.w")), h * h)?);
+                bias.extend(tensors.f32s(&n(&format!("{m}.b")), h)?);
+            }
+            Q4Linear::new(3 * h, h, &blocks, bias)?
+        },
+        out: tensors.linear(&n("ao.w"), &n("ao.b"), h, h)?,
+        ln1: (
+            tensors.vector(&n("aln.w"), h)?,
+            tensors.vector(&n("aln.b"), h)?,
+        ),
+        ffn_in: tensors.linear(&n("fi.w"), &n("fi.b"), config.ffn, h)?,
+        ffn_out: tensors.linear(&n("fo.w"), &n("fo.b"), h, config.ffn)?,
+        ln2: (
+            tensors.vector(&n("oln.w"), h)?,
+            tensors.vector(&n("oln.b"), h)?,
+        ),
+    })
 }
 
 /// Most token rows run through the encoder at once when embedding a batch.

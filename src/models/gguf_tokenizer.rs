@@ -57,8 +57,7 @@ impl GgufTokenizer {
     pub fn from_metadata(
         md: &HashMap<String, Value>,
     ) -> std::result::Result<GgufTokenizer, String> {
-        let get = |k: &str| md.get(k).ok_or_else(|| format!("metadata has no {k}"));
-        let model = get("tokenizer.ggml.model")?
+        let model = get(md, "tokenizer.ggml.model")?
             .to_string()
             .map_err(|e| e.to_string())?;
         if model != "gpt2" {
@@ -66,40 +65,11 @@ impl GgufTokenizer {
                 "tokenizer model {model:?} is not supported (only byte-level BPE, \"gpt2\")"
             ));
         }
-        let pre = get("tokenizer.ggml.pre")?
+        let pre = get(md, "tokenizer.ggml.pre")?
             .to_string()
             .map_err(|e| e.to_string())?
             .clone();
-        let strings = |k: &str| -> std::result::Result<Vec<String>, String> {
-            get(k)?
-                .to_vec()
-                .map_err(|e| e.to_string())?
-                .iter()
-                .map(|v| v.to_string().cloned().map_err(|e| e.to_string()))
-                .collect()
-        };
-        let tokens = strings("tokenizer.ggml.tokens")?;
-        let merges = strings("tokenizer.ggml.merges")?
-            .into_iter()
-            .map(|m| {
-                m.split_once(' ')
-                    .map(|(a, b)| (a.to_string(), b.to_string()))
-                    .ok_or_else(|| format!("merge {m:?} is not two tokens"))
-            })
-            .collect::<std::result::Result<Vec<_>, _>>()?;
-        let types: Vec<i32> = get("tokenizer.ggml.token_type")?
-            .to_vec()
-            .map_err(|e| e.to_string())?
-            .iter()
-            .map(|v| v.to_i32().map_err(|e| e.to_string()))
-            .collect::<std::result::Result<_, _>>()?;
-        if types.len() != tokens.len() {
-            return Err(format!(
-                "{} token types for {} tokens",
-                types.len(),
-                tokens.len()
-            ));
-        }
+        let (tokens, merges, types) = vocabulary(md)?;
         let vocab: tokenizers::models::bpe::Vocab = tokens
             .iter()
             .enumerate()
@@ -110,35 +80,7 @@ impl GgufTokenizer {
             .build()
             .map_err(|e| format!("cannot build the BPE model: {e}"))?;
         let mut tokenizer = Tokenizer::new(bpe);
-        let byte_level = ByteLevel::new(false, false, false);
-        match pre.as_str() {
-            "qwen2" => {
-                tokenizer
-                    .with_normalizer(Some(NFC))
-                    .map_err(|e| e.to_string())?;
-                let split = Split::new(
-                    SplitPattern::Regex(QWEN2_SPLIT.into()),
-                    SplitDelimiterBehavior::Isolated,
-                    false,
-                )
-                .map_err(|e| format!("bad split regex: {e}"))?;
-                tokenizer.with_pre_tokenizer(Some(Sequence::new(vec![
-                    PreTokenizerWrapper::Split(split),
-                    PreTokenizerWrapper::ByteLevel(byte_level),
-                ])));
-            }
-            "smollm" => {
-                tokenizer.with_pre_tokenizer(Some(Sequence::new(vec![
-                    PreTokenizerWrapper::Digits(Digits::new(true)),
-                    PreTokenizerWrapper::ByteLevel(ByteLevel::new(false, false, true)),
-                ])));
-            }
-            other => {
-                return Err(format!(
-                    "pre-tokenizer {other:?} is not supported (qwen2, smollm)"
-                ))
-            }
-        }
+        set_pre_tokenizer(&mut tokenizer, &pre)?;
         tokenizer.with_decoder(Some(ByteLevelDecoder::default()));
         // Control (3) and user-defined (4) tokens are added tokens; control ones are special.
         let added: Vec<AddedToken> = tokens
@@ -150,22 +92,7 @@ impl GgufTokenizer {
         tokenizer
             .add_special_tokens(added)
             .map_err(|e| e.to_string())?;
-        let mut stop_ids = Vec::new();
-        if let Some(eos) = md.get("tokenizer.ggml.eos_token_id") {
-            stop_ids.push(eos.to_u32().map_err(|e| e.to_string())?);
-        }
-        for name in ["<|im_end|>", "<|endoftext|>"] {
-            if let Some(&id) = tokens
-                .iter()
-                .position(|t| t == name)
-                .map(|i| i as u32)
-                .as_ref()
-            {
-                if !stop_ids.contains(&id) {
-                    stop_ids.push(id);
-                }
-            }
-        }
+        let stop_ids = stop_ids(md, &tokens)?;
         // Text is only ever text: a document or question that contains
         // `<|im_end|>` must not be able to close a turn (prompt injection).
         // Special tokens enter prompts by id (`token_id`).
@@ -199,4 +126,114 @@ impl GgufTokenizer {
     pub fn token_id(&self, token: &str) -> Option<u32> {
         self.tokenizer.token_to_id(token)
     }
+}
+
+/// The metadata value `k`, or an error naming the missing key.
+fn get<'a>(md: &'a HashMap<String, Value>, k: &str) -> std::result::Result<&'a Value, String> {
+    md.get(k).ok_or_else(|| format!("metadata has no {k}"))
+}
+
+/// The metadata array `k`, as strings.
+fn strings(md: &HashMap<String, Value>, k: &str) -> std::result::Result<Vec<String>, String> {
+    get(md, k)?
+        .to_vec()
+        .map_err(|e| e.to_string())?
+        .iter()
+        .map(|v| v.to_string().cloned().map_err(|e| e.to_string()))
+        .collect()
+}
+
+/// BPE merges, as token pairs.
+type Merges = Vec<(String, String)>;
+
+/// The BPE tables: tokens, merges as pairs, and one type per token (an
+/// error if the counts disagree, since types decide the added tokens).
+fn vocabulary(
+    md: &HashMap<String, Value>,
+) -> std::result::Result<(Vec<String>, Merges, Vec<i32>), String> {
+    let tokens = strings(md, "tokenizer.ggml.tokens")?;
+    let merges = strings(md, "tokenizer.ggml.merges")?
+        .into_iter()
+        .map(|m| {
+            m.split_once(' ')
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .ok_or_else(|| format!("merge {m:?} is not two tokens"))
+        })
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    let types: Vec<i32> = get(md, "tokenizer.ggml.token_type")?
+        .to_vec()
+        .map_err(|e| e.to_string())?
+        .iter()
+        .map(|v| v.to_i32().map_err(|e| e.to_string()))
+        .collect::<std::result::Result<_, _>>()?;
+    if types.len() != tokens.len() {
+        return Err(format!(
+            "{} token types for {} tokens",
+            types.len(),
+            tokens.len()
+        ));
+    }
+    Ok((tokens, merges, types))
+}
+
+/// Installs the normaliser and pre-tokenizer that the GGUF's `pre` name
+/// stands for (see the module doc); other names are an error, since a
+/// wrong split would silently give the model tokens it was not trained on.
+fn set_pre_tokenizer(tokenizer: &mut Tokenizer, pre: &str) -> std::result::Result<(), String> {
+    let byte_level = ByteLevel::new(false, false, false);
+    match pre {
+        "qwen2" => {
+            tokenizer
+                .with_normalizer(Some(NFC))
+                .map_err(|e| e.to_string())?;
+            let split = Split::new(
+                SplitPattern::Regex(QWEN2_SPLIT.into()),
+                SplitDelimiterBehavior::Isolated,
+                false,
+            )
+            .map_err(|e| format!("bad split regex: {e}"))?;
+            tokenizer.with_pre_tokenizer(Some(Sequence::new(vec![
+                PreTokenizerWrapper::Split(split),
+                PreTokenizerWrapper::ByteLevel(byte_level),
+            ])));
+        }
+        "smollm" => {
+            tokenizer.with_pre_tokenizer(Some(Sequence::new(vec![
+                PreTokenizerWrapper::Digits(Digits::new(true)),
+                PreTokenizerWrapper::ByteLevel(ByteLevel::new(false, false, true)),
+            ])));
+        }
+        other => {
+            return Err(format!(
+                "pre-tokenizer {other:?} is not supported (qwen2, smollm)"
+            ))
+        }
+    }
+    Ok(())
+}
+
+/// The ids that end generation: the file's EOS, then `<|im_end|>` and
+/// `<|endoftext|>` where the vocabulary has them (chat models end turns
+/// with one while naming the other as EOS).
+fn stop_ids(
+    md: &HashMap<String, Value>,
+    tokens: &[String],
+) -> std::result::Result<Vec<u32>, String> {
+    let mut stop_ids = Vec::new();
+    if let Some(eos) = md.get("tokenizer.ggml.eos_token_id") {
+        stop_ids.push(eos.to_u32().map_err(|e| e.to_string())?);
+    }
+    for name in ["<|im_end|>", "<|endoftext|>"] {
+        if let Some(&id) = tokens
+            .iter()
+            .position(|t| t == name)
+            .map(|i| i as u32)
+            .as_ref()
+        {
+            if !stop_ids.contains(&id) {
+                stop_ids.push(id);
+            }
+        }
+    }
+    Ok(stop_ids)
 }

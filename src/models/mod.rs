@@ -1,10 +1,23 @@
 //! The only place that knows candle and tokenizers: model files, their
 //! provisioning, and inference. Nothing here touches the network except
 //! [`fetch`], which runs only in `kbqa models fetch` or on first use.
+//!
+//! - [`e5`] (with [`q4`] and [`xlmr_tokenizer`]) embeds text; [`embedder`]
+//!   serves it as a [`crate::engine::Embedder`];
+//! - [`decoder`] is the chat model's forward pass (qwen2 and llama GGUF
+//!   files) over the int8 kernels of [`packed`]; [`llm`] adds its
+//!   tokenizer ([`gguf_tokenizer`]), the chat format, the prompt-prefix
+//!   cache and sampling, as a [`crate::engine::Generator`].
 
+pub mod decoder;
 pub mod e5;
+pub mod e5_file;
+pub mod embedder;
 pub mod fetch;
 pub mod gguf_tokenizer;
+pub mod kv_cache;
+pub mod llm;
+pub mod packed;
 pub mod q4;
 pub mod xlmr_tokenizer;
 

@@ -1,8 +1,11 @@
 //! kbqa's own API: `/v1/search`, `/v1/ask` (JSON or server-sent events)
 //! and `/v1/models`. Bodies are the CLI's `--json` output.
+//!
+//! Each handler validates the whole request (options, then the question,
+//! parsed once) before it asks for the engine or a worker, so a bad
+//! request gets its 4xx even while the models load or the queue is full.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::extract::State as AxumState;
 use axum::response::sse::Event;
@@ -11,15 +14,10 @@ use axum::Json;
 use serde::Deserialize;
 
 use super::error::ApiError;
-use super::{admit, event_stream, finished, run_answer, ApiJson, Progress, State};
-use crate::answer::AskOptions;
-use crate::retrieve::{check_query, SearchMode};
-
-/// Most passages a request may ask for.
-pub const MAX_K: usize = 50;
-
-/// How often an idle event stream sends a keep-alive comment.
-pub const KEEP_ALIVE: Duration = Duration::from_secs(10);
+use super::service::{admit, event_stream, finished, run_answer, ApiJson, Progress, MODEL};
+use super::state::State;
+use crate::answer::{AskOptions, AskOverrides, Question};
+use crate::retrieve::{Query, SearchMode, MAX_K};
 
 /// `POST /v1/search`.
 #[derive(Debug, Deserialize)]
@@ -68,48 +66,20 @@ pub struct AskRequest {
     pub seed: Option<u64>,
 }
 
-pub(crate) fn check_k(k: usize) -> Result<usize, ApiError> {
-    if k == 0 || k > MAX_K {
-        return Err(ApiError::InvalidQuery(format!(
-            "k must be between 1 and {MAX_K}, not {k}"
-        )));
+impl AskRequest {
+    /// The settings this request overrides (checked by
+    /// [`AskOptions::resolve`], like the CLI's flags).
+    pub fn overrides(&self) -> AskOverrides {
+        AskOverrides {
+            k: self.k,
+            mode: self.mode,
+            max_new_tokens: self.max_tokens,
+            temperature: self.temperature,
+            top_p: self.top_p,
+            seed: self.seed,
+            ..AskOverrides::default()
+        }
     }
-    Ok(k)
-}
-
-/// Generation settings from the config, overridden per request.
-pub(crate) fn ask_options(
-    state: &State,
-    k: Option<usize>,
-    mode: Option<SearchMode>,
-    max_tokens: Option<usize>,
-    temperature: Option<f32>,
-    top_p: Option<f32>,
-    seed: Option<u64>,
-) -> Result<AskOptions, ApiError> {
-    let mut opts = AskOptions::from_config(&state.config);
-    let context = state.config.answer.context;
-    let s = &mut opts.sampling;
-    s.max_new_tokens = max_tokens.unwrap_or(s.max_new_tokens);
-    if s.max_new_tokens == 0 || s.max_new_tokens > context {
-        return Err(ApiError::BadRequest(format!(
-            "max_tokens must be between 1 and {context}"
-        )));
-    }
-    s.temperature = temperature.unwrap_or(s.temperature);
-    if !(0.0..=2.0).contains(&s.temperature) {
-        return Err(ApiError::BadRequest(
-            "temperature must be between 0 and 2".into(),
-        ));
-    }
-    s.top_p = top_p.unwrap_or(s.top_p);
-    if !(s.top_p > 0.0 && s.top_p <= 1.0) {
-        return Err(ApiError::BadRequest("top_p must be in (0, 1]".into()));
-    }
-    s.seed = seed.unwrap_or(s.seed);
-    opts.k = check_k(k.unwrap_or(opts.k))?;
-    opts.mode = mode.unwrap_or(opts.mode);
-    Ok(opts)
 }
 
 /// `POST /v1/search` → `{"results": [...]}`, as `kbqa search --json`.
@@ -117,11 +87,16 @@ pub async fn search(
     AxumState(state): AxumState<Arc<State>>,
     ApiJson(req): ApiJson<SearchRequest>,
 ) -> Result<Response, ApiError> {
-    let k = check_k(req.k.unwrap_or(state.config.search.k))?;
-    check_query(&req.query, k)?;
+    let k = req.k.unwrap_or(state.config().search.k);
+    if !(1..=MAX_K).contains(&k) {
+        return Err(ApiError::InvalidQuery(format!(
+            "k must be between 1 and {MAX_K}, not {k}"
+        )));
+    }
+    let query = Query::parse(&req.query, k)?;
+    let mode = req.mode.unwrap_or(state.config().search.mode);
     let engine = state.engine()?;
-    let mode = req.mode.unwrap_or(state.config.search.mode);
-    let hits = tokio::task::spawn_blocking(move || engine.kb.search(&req.query, k, mode))
+    let hits = tokio::task::spawn_blocking(move || engine.kb.search(&query, mode))
         .await
         .map_err(|e| ApiError::Internal(format!("search failed: {e}")))??;
     Ok(Json(serde_json::json!({ "results": hits })).into_response())
@@ -135,20 +110,13 @@ pub async fn ask(
     AxumState(state): AxumState<Arc<State>>,
     ApiJson(req): ApiJson<AskRequest>,
 ) -> Result<Response, ApiError> {
-    let opts = ask_options(
-        &state,
-        req.k,
-        req.mode,
-        req.max_tokens,
-        req.temperature,
-        req.top_p,
-        req.seed,
-    )?;
-    check_query(&req.question, opts.k)?;
-    let question = crate::chat::standalone_question(&req.history, &req.question);
-    check_query(&question, opts.k)?;
+    let opts = AskOptions::resolve(state.config(), &req.overrides())?;
+    // Parsed once, after the rewrite. An empty question never refers back,
+    // so it stays empty and is refused here like any other.
+    let text = crate::chat::standalone_question(&req.history, &req.question);
+    let question = Question::parse(&text, opts.k)?;
     let admitted = admit(&state).await?;
-    let cancel = admitted.cancel.clone();
+    let cancel = admitted.cancel();
     let rx = run_answer(&state, admitted, question, opts);
     if !req.stream {
         // Dropped with this future when the client goes away: stops the answer.
@@ -181,16 +149,15 @@ pub async fn ask(
 
 /// `GET /v1/models`: the one model, `kbqa` (retrieval + the local LLM).
 pub async fn models(AxumState(state): AxumState<Arc<State>>) -> Json<serde_json::Value> {
-    let generator = state.llm.get().map(|llm| llm.name());
     Json(serde_json::json!({
         "object": "list",
         "data": [{
-            "id": super::openai::MODEL,
+            "id": MODEL,
             "object": "model",
             "created": 0,
             "owned_by": "kbqa",
-            "generator": generator,
-            "embedding": state.config.models.embedding,
+            "generator": state.generator_name(),
+            "embedding": state.config().models.embedding,
         }],
     }))
 }

@@ -4,6 +4,12 @@
 //! `{"error":{"code":"…","message":"…"}}`, so a client needs one parser for
 //! every failure, including the ones axum detects before a handler runs
 //! (unknown route, oversized body).
+//!
+//! The `From<Error>` conversion names every library error variant, with no
+//! catch-all arm: a new variant does not compile until someone decides
+//! whose fault it is and what status it gets. Only server faults are
+//! logged as errors ([`ApiError::log`]); a client's mistake shows in the
+//! request's log line, with its status, and nowhere else.
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -35,6 +41,11 @@ pub enum ApiError {
     },
     /// The models are still loading, or the server is shutting down.
     Unavailable(String),
+    /// The index cannot be used (missing, foreign, damaged, locked by
+    /// `kbqa index`, or its corpus is unusable); an operator must act.
+    IndexUnavailable(String),
+    /// A model is not available (unknown, not downloaded, damaged).
+    ModelUnavailable(String),
     /// The answer did not finish within the deadline.
     Timeout(u64),
     /// The model server behind us failed or is unreachable.
@@ -65,7 +76,9 @@ impl ApiError {
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Unauthorized | ApiError::BadSignature(_) => StatusCode::UNAUTHORIZED,
             ApiError::Busy { .. } => StatusCode::TOO_MANY_REQUESTS,
-            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unavailable(_)
+            | ApiError::IndexUnavailable(_)
+            | ApiError::ModelUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
             ApiError::BadGateway(_) => StatusCode::BAD_GATEWAY,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -84,6 +97,8 @@ impl ApiError {
             ApiError::BadSignature(_) => "bad_signature",
             ApiError::Busy { .. } => "busy",
             ApiError::Unavailable(_) => "unavailable",
+            ApiError::IndexUnavailable(_) => "index_unavailable",
+            ApiError::ModelUnavailable(_) => "model_unavailable",
             ApiError::Timeout(_) => "deadline_exceeded",
             ApiError::BadGateway(_) => "upstream_error",
             ApiError::Internal(_) => "internal",
@@ -96,6 +111,8 @@ impl ApiError {
             ApiError::BadRequest(m)
             | ApiError::InvalidQuery(m)
             | ApiError::Unavailable(m)
+            | ApiError::IndexUnavailable(m)
+            | ApiError::ModelUnavailable(m)
             | ApiError::BadSignature(m)
             | ApiError::BadGateway(m)
             | ApiError::Internal(m) => m.clone(),
@@ -124,31 +141,90 @@ impl ApiError {
         })
         .unwrap_or_default()
     }
+
+    /// Seconds after which a retry may succeed, sent as `Retry-After`.
+    pub fn retry_after(&self) -> Option<u64> {
+        match self {
+            ApiError::Busy { retry_after } => Some(*retry_after),
+            // Loading models or draining: soon.
+            ApiError::Unavailable(_) => Some(1),
+            // Someone must rebuild the index or fetch a model: not soon.
+            ApiError::IndexUnavailable(_) | ApiError::ModelUnavailable(_) => Some(30),
+            ApiError::BadRequest(_)
+            | ApiError::InvalidQuery(_)
+            | ApiError::TooLarge(_)
+            | ApiError::NotFound(_)
+            | ApiError::MethodNotAllowed
+            | ApiError::Unauthorized
+            | ApiError::BadSignature(_)
+            | ApiError::Timeout(_)
+            | ApiError::BadGateway(_)
+            | ApiError::Internal(_) => None,
+        }
+    }
+
+    /// Logs a server fault as an error, an overloaded server as a warning.
+    /// The client's mistakes (4xx) and the expected 503s (still loading,
+    /// shutting down) are not logged here: the request log line already
+    /// carries their status.
+    pub fn log(&self) {
+        let (code, message) = (self.code(), self.message());
+        match self {
+            ApiError::Internal(_)
+            | ApiError::BadGateway(_)
+            | ApiError::IndexUnavailable(_)
+            | ApiError::ModelUnavailable(_) => tracing::error!(code, "{message}"),
+            ApiError::Timeout(_) => tracing::warn!(code, "{message}"),
+            ApiError::BadRequest(_)
+            | ApiError::InvalidQuery(_)
+            | ApiError::TooLarge(_)
+            | ApiError::NotFound(_)
+            | ApiError::MethodNotAllowed
+            | ApiError::Unauthorized
+            | ApiError::BadSignature(_)
+            | ApiError::Busy { .. }
+            | ApiError::Unavailable(_) => {}
+        }
+    }
 }
 
+/// Whose fault, and which status: one arm per library error, no catch-all.
 impl From<Error> for ApiError {
     fn from(e: Error) -> Self {
         match e {
+            // The caller's: what was asked cannot be answered as given.
             Error::InvalidQuery(m) => ApiError::InvalidQuery(m),
-            Error::Config(m) => ApiError::BadRequest(m),
+            e @ Error::InvalidOption(_) => ApiError::BadRequest(e.to_string()),
+            // The index cannot be used until an operator acts.
+            e @ (Error::NoIndex(_)
+            | Error::IncompatibleIndex { .. }
+            | Error::CorruptIndex { .. }
+            | Error::IndexLocked(_)
+            | Error::CorpusNotFound(_)
+            | Error::EmptyCorpus(_)
+            | Error::BadFiles(_)) => ApiError::IndexUnavailable(e.to_string()),
+            // A model is missing or unusable.
+            e @ (Error::UnknownModel { .. }
+            | Error::ModelFetch { .. }
+            | Error::ModelChecksum { .. }
+            | Error::ModelFormat { .. }) => ApiError::ModelUnavailable(e.to_string()),
+            // The model server behind us.
             e @ Error::Upstream { .. } => ApiError::BadGateway(e.to_string()),
-            other => ApiError::Internal(other.to_string()),
+            // Ours.
+            e @ (Error::Config(_)
+            | Error::Model(_)
+            | Error::Io { .. }
+            | Error::Tantivy(_)
+            | Error::EvalSet { .. }) => ApiError::Internal(e.to_string()),
         }
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        if let ApiError::Internal(m) = &self {
-            tracing::error!("internal error: {m}");
-        }
+        self.log();
         let mut response = (self.status(), axum::Json(self.to_json())).into_response();
-        let retry_after = match &self {
-            ApiError::Busy { retry_after } => Some(*retry_after),
-            ApiError::Unavailable(_) => Some(1),
-            _ => None,
-        };
-        if let Some(secs) = retry_after {
+        if let Some(secs) = self.retry_after() {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(secs));

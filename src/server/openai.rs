@@ -10,7 +10,8 @@
 //! citations, the self-contained question and whether the answer is
 //! grounded.
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::extract::State as AxumState;
@@ -19,16 +20,14 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
+use tokio::sync::mpsc;
 
-use super::api::ask_options;
 use super::error::ApiError;
-use super::{admit, event_stream, finished, run_answer, ApiJson, Progress, State};
-use crate::answer::Answer;
-use crate::llm::Finish;
-use crate::retrieve::check_query;
-
-/// The model name clients use.
-pub const MODEL: &str = "kbqa";
+use super::pool::Cancel;
+use super::service::{admit, event_stream, finished, run_answer, ApiJson, Progress, MODEL};
+use super::state::State;
+use crate::answer::{Answer, AskOptions, AskOverrides, Question};
+use crate::engine::Finish;
 
 /// The request; fields OpenAI defines and kbqa does not use are accepted
 /// and ignored, as OpenAI-compatible servers do.
@@ -131,8 +130,9 @@ impl Message {
     }
 }
 
-/// The question to answer, made self-contained from the user's earlier
-/// messages.
+/// The text of the question to answer: the last message (the user's),
+/// made self-contained from the user's earlier messages. The caller parses
+/// it ([`Question::parse`]); this checks only the conversation's shape.
 pub fn question_of(messages: &[Message]) -> Result<String, ApiError> {
     let last = messages
         .last()
@@ -179,7 +179,36 @@ fn usage(a: &Answer) -> Value {
     })
 }
 
-/// `POST /v1/chat/completions`.
+impl ChatRequest {
+    /// The settings this request overrides (checked by
+    /// [`AskOptions::resolve`], like the CLI's flags).
+    pub fn overrides(&self) -> AskOverrides {
+        AskOverrides {
+            max_new_tokens: self.max_completion_tokens.or(self.max_tokens),
+            temperature: self.temperature,
+            top_p: self.top_p,
+            seed: self.seed,
+            ..AskOverrides::default()
+        }
+    }
+
+    /// The stop strings: at most four; empty ones are dropped.
+    fn stop_strings(&self) -> Result<Vec<String>, ApiError> {
+        let mut stop = match &self.stop {
+            None => Vec::new(),
+            Some(Stop::One(s)) => vec![s.clone()],
+            Some(Stop::Many(v)) if v.len() <= 4 => v.clone(),
+            Some(Stop::Many(_)) => {
+                return Err(ApiError::BadRequest("at most 4 stop strings".into()))
+            }
+        };
+        stop.retain(|s| !s.is_empty());
+        Ok(stop)
+    }
+}
+
+/// `POST /v1/chat/completions`. The whole request is checked before the
+/// engine or a worker is asked for.
 pub async fn chat_completions(
     AxumState(state): AxumState<Arc<State>>,
     ApiJson(req): ApiJson<ChatRequest>,
@@ -193,72 +222,86 @@ pub async fn chat_completions(
     if req.n.is_some_and(|n| n != 1) {
         return Err(ApiError::BadRequest("only n = 1 is supported".into()));
     }
-    let question = question_of(&req.messages)?;
-    let mut opts = ask_options(
-        &state,
-        None,
-        None,
-        req.max_completion_tokens.or(req.max_tokens),
-        req.temperature,
-        req.top_p,
-        req.seed,
-    )?;
-    opts.sampling.stop = match req.stop {
-        None => Vec::new(),
-        Some(Stop::One(s)) => vec![s],
-        Some(Stop::Many(v)) if v.len() <= 4 => v,
-        Some(Stop::Many(_)) => return Err(ApiError::BadRequest("at most 4 stop strings".into())),
-    };
-    opts.sampling.stop.retain(|s| !s.is_empty());
-    check_query(&question, opts.k)?;
+    let text = question_of(&req.messages)?;
+    let mut opts = AskOptions::resolve(state.config(), &req.overrides())?;
+    opts.sampling.stop = req.stop_strings()?;
+    let question = Question::parse(&text, opts.k)?;
     let admitted = admit(&state).await?;
-    let cancel = admitted.cancel.clone();
+    let cancel = admitted.cancel();
     let rx = run_answer(&state, admitted, question, opts);
-    let id = format!("chatcmpl-{:016x}", crate::synth::Rng(nanos()).next());
-    let created = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-
-    if !req.stream {
-        let guard = cancel.on_drop();
-        let a = finished(rx).await?;
-        guard.disarm();
-        return Ok(Json(json!({
-            "id": id,
-            "object": "chat.completion",
-            "created": created,
-            "model": MODEL,
-            "choices": [{
-                "index": 0,
-                "message": { "role": "assistant", "content": a.answer },
-                "finish_reason": finish_reason(&a),
-            }],
-            "usage": usage(&a),
-            "kbqa": extension(&a),
-        }))
-        .into_response());
+    let completion = Completion {
+        id: completion_id(),
+        created: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
+        include_usage: req.stream_options.as_ref().is_some_and(|o| o.include_usage),
+    };
+    if req.stream {
+        Ok(stream(rx, completion))
+    } else {
+        complete(rx, cancel, &completion).await
     }
+}
 
-    let include_usage = req.stream_options.is_some_and(|o| o.include_usage);
-    let chunk = move |delta: Value, finish: Option<&str>, extra: Option<Value>| {
+/// Waits for the answer and sends it as one `chat.completion`.
+async fn complete(
+    rx: mpsc::Receiver<Progress>,
+    cancel: Cancel,
+    completion: &Completion,
+) -> Result<Response, ApiError> {
+    // Dropped with this future when the client goes away: stops the answer.
+    let guard = cancel.on_drop();
+    let a = finished(rx).await?;
+    guard.disarm();
+    Ok(Json(json!({
+        "id": completion.id,
+        "object": "chat.completion",
+        "created": completion.created,
+        "model": MODEL,
+        "choices": [{
+            "index": 0,
+            "message": { "role": "assistant", "content": a.answer },
+            "finish_reason": finish_reason(&a),
+        }],
+        "usage": usage(&a),
+        "kbqa": extension(&a),
+    }))
+    .into_response())
+}
+
+/// One completion's id and creation time, which each of its chunks
+/// repeats, and whether its stream ends with a usage chunk.
+struct Completion {
+    id: String,
+    created: u64,
+    include_usage: bool,
+}
+
+impl Completion {
+    /// One `chat.completion.chunk`.
+    fn chunk(&self, delta: Value, finish: Option<&str>, extra: Option<Value>) -> Value {
         let mut c = json!({
-            "id": id,
+            "id": self.id,
             "object": "chat.completion.chunk",
-            "created": created,
+            "created": self.created,
             "model": MODEL,
             "choices": [{ "index": 0, "delta": delta, "finish_reason": finish }],
         });
         if let Some(x) = extra {
             c["kbqa"] = x;
         }
-        if include_usage {
+        if self.include_usage {
             c["usage"] = Value::Null;
         }
         c
-    };
-    let first = chunk(json!({ "role": "assistant", "content": "" }), None, None);
+    }
+}
+
+/// Streams the answer as `chat.completion.chunk`s, then `[DONE]`.
+fn stream(rx: mpsc::Receiver<Progress>, completion: Completion) -> Response {
+    let first = completion.chunk(json!({ "role": "assistant", "content": "" }), None, None);
     let mut streamed = String::new();
-    Ok(event_stream(
+    event_stream(
         rx,
         vec![Event::default().data(first.to_string())],
         move |p| {
@@ -267,23 +310,13 @@ pub async fn chat_completions(
             match p {
                 Progress::Text(t) => {
                     streamed.push_str(&t);
-                    out.push(chunk(json!({ "content": t }), None, None));
+                    out.push(completion.chunk(json!({ "content": t }), None, None));
                 }
                 Progress::Done(a) => {
-                    // Text that failed the checks after it was streamed cannot
-                    // be taken back in this protocol; say so in the text.
-                    let delta = if !a.grounded && streamed.trim() != a.answer {
-                        json!({ "content": format!("\n\n[withdrawn: not supported by the knowledge base] {}", a.answer) })
-                    } else if a.written.is_some() {
-                        json!({ "content": format!("\n\n[translated] {}", a.answer) })
-                    } else if streamed.trim() != a.answer {
-                        json!({ "content": format!("\n\n[citation corrected] {}", a.answer) })
-                    } else {
-                        json!({})
-                    };
-                    out.push(chunk(delta, Some(finish_reason(&a)), Some(extension(&a))));
-                    if include_usage {
-                        let mut u = chunk(json!({}), None, None);
+                    let delta = last_delta(&streamed, &a);
+                    out.push(completion.chunk(delta, Some(finish_reason(&a)), Some(extension(&a))));
+                    if completion.include_usage {
+                        let mut u = completion.chunk(json!({}), None, None);
                         u["choices"] = json!([]);
                         u["usage"] = usage(&a);
                         out.push(u);
@@ -301,13 +334,41 @@ pub async fn chat_completions(
             }
             events
         },
-    ))
+    )
 }
 
-fn nanos() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64)
+/// The last delta: empty when the streamed text stands; otherwise the
+/// final answer after a note. Text that failed the checks after it was
+/// streamed cannot be taken back in this protocol, so the text says so.
+fn last_delta(streamed: &str, a: &Answer) -> Value {
+    if !a.grounded && streamed.trim() != a.answer {
+        json!({ "content": format!("\n\n[withdrawn: not supported by the knowledge base] {}", a.answer) })
+    } else if a.written.is_some() {
+        json!({ "content": format!("\n\n[translated] {}", a.answer) })
+    } else if streamed.trim() != a.answer {
+        json!({ "content": format!("\n\n[citation corrected] {}", a.answer) })
+    } else {
+        json!({})
+    }
+}
+
+/// A `chatcmpl-…` id: a process-wide counter, mixed with the time the
+/// process made its first id so that ids differ across restarts. Unique
+/// within a process: multiplying by an odd number and XOR-ing with a
+/// constant are both one-to-one on `u64`.
+fn completion_id() -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    static START: OnceLock<u64> = OnceLock::new();
+    let start = *START.get_or_init(|| {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64)
+    });
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    format!(
+        "chatcmpl-{:016x}",
+        start ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+    )
 }
 
 #[cfg(test)]
@@ -343,5 +404,15 @@ mod tests {
         )
         .unwrap();
         assert_eq!(question_of(&m).unwrap(), "What is SFT?");
+    }
+
+    #[test]
+    fn completion_ids_differ() {
+        let (a, b) = (completion_id(), completion_id());
+        assert_ne!(a, b);
+        assert!(
+            a.starts_with("chatcmpl-") && a.len() == "chatcmpl-".len() + 16,
+            "{a}"
+        );
     }
 }

@@ -6,8 +6,9 @@ use std::process::Stdio;
 use std::sync::OnceLock;
 use std::time::Instant;
 
-use kbqa::answer::{ask, Answer, AskOptions, Refusal};
-use kbqa::llm::Llm;
+use kbqa::answer::{Answer, AskOptions, Models, Question, Refusal};
+use kbqa::engine::Embedder;
+use kbqa::models::llm::Llm;
 use kbqa::{Config, Kb};
 
 use crate::util::{model_home, repo, shipped_index, Scratch};
@@ -30,9 +31,43 @@ fn kb_and_llm() -> &'static (Kb, Llm) {
         kbqa::models::init_threads(0);
         let c = config();
         let kb = Kb::open(&c, &mut |_| {}).expect("open the shipped index");
-        let llm = kbqa::llm::load_configured(&c, &mut |_| {}).expect("load the default model");
+        let llm = kbqa::models::llm::load_named(
+            &c.models.generator,
+            &c.home,
+            &c.python,
+            c.answer.context,
+            &mut |_| {},
+        )
+        .expect("load the default model");
         (kb, llm)
     })
+}
+
+/// The shipped index's query embedder.
+fn embedder() -> &'static dyn Embedder {
+    static E: OnceLock<std::sync::Arc<dyn Embedder>> = OnceLock::new();
+    E.get_or_init(|| kb_and_llm().0.embedder().expect("the e5 model"))
+        .as_ref()
+}
+
+/// The models the checks use: the embedder, and the generator if given.
+fn models(generator: Option<&'static Llm>) -> Models<'static> {
+    Models {
+        embedder: Some(embedder()),
+        generator: generator.map(|g| g as &dyn kbqa::engine::Generator),
+    }
+}
+
+/// [`kbqa::answer::ask`] for a question as text.
+fn ask(
+    kb: &Kb,
+    llm: &Llm,
+    question: &str,
+    opts: &AskOptions,
+    on_text: &mut dyn FnMut(&str) -> bool,
+) -> kbqa::Result<Answer> {
+    let question = Question::parse(question, opts.k)?;
+    kbqa::answer::ask(kb, llm, &question, opts, on_text)
 }
 
 fn answer(question: &str) -> Answer {
@@ -124,7 +159,7 @@ fn focus_shows_the_model_only_the_sentences_closest_to_the_question() {
 
 #[test]
 fn a_citation_of_the_wrong_passage_is_moved_to_the_one_that_holds_the_fact() {
-    let (kb, _) = kb_and_llm();
+    kb_and_llm();
     let opts = AskOptions::default();
     let glossary = "昇腾910B (Ascend 910B / 华为昇腾910B)\n昇腾910B是华为推出的AI训练芯片,文章把它归入国产GPU。";
     let article = "目前国产GPU性能相对更好的应该是华为的昇腾910B,计算性能也只是280TFLOPS。";
@@ -135,8 +170,7 @@ fn a_citation_of_the_wrong_passage_is_moved_to_the_one_that_holds_the_fact() {
         "华为昇腾910B的算力是280TFLOPS[1]。",
         q,
         &shown,
-        kb,
-        None,
+        models(None),
         &opts,
     )
     .expect("supported by passage 2");
@@ -148,8 +182,7 @@ fn a_citation_of_the_wrong_passage_is_moved_to_the_one_that_holds_the_fact() {
         "华为昇腾910B的算力是280TFLOPS[2]。",
         q,
         &shown,
-        kb,
-        None,
+        models(None),
         &opts,
     )
     .expect("supported by passage 2");
@@ -163,7 +196,7 @@ fn a_citation_of_the_wrong_passage_is_moved_to_the_one_that_holds_the_fact() {
         "华为昇腾910B的算力是640TFLOPS[1]。",
         "昇腾910B由英特尔设计[2]。",
     ] {
-        let r = kbqa::answer::check(wrong, q, &shown, kb, None, &opts);
+        let r = kbqa::answer::check(wrong, q, &shown, models(None), &opts);
         assert!(
             matches!(r, Err((Refusal::Unsupported | Refusal::Invented, _))),
             "{wrong}: {r:?}"
@@ -176,8 +209,7 @@ fn a_citation_of_the_wrong_passage_is_moved_to_the_one_that_holds_the_fact() {
         "昇腾910B的计算性能也只是280TFLOPS,不如A100的312TFLOPS[2]。",
         q,
         &three,
-        kb,
-        None,
+        models(None),
         &opts,
     )
     .expect("backed by passages 2 and 3");
@@ -192,15 +224,14 @@ fn a_citation_of_the_wrong_passage_is_moved_to_the_one_that_holds_the_fact() {
         "昇腾910B的计算性能也只是280TFLOPS,不如A100的624TFLOPS[2]。",
         q,
         &three,
-        kb,
-        None,
+        models(None),
         &opts,
     );
     assert!(matches!(r, Err((Refusal::Invented, _))), "{r:?}");
     // A copy of the prompt is cut at the first copied header, which
     // would otherwise read as a citation.
     let copied = format!("{article}\n\n[1] (Glossary > 昇腾910B)\n{glossary}");
-    let c = kbqa::answer::check(&copied, q, &shown, kb, None, &opts)
+    let c = kbqa::answer::check(&copied, q, &shown, models(None), &opts)
         .expect("the first part is supported");
     assert_eq!(c.cited, vec![2], "{c:?}");
     assert!(!c.text.contains("Glossary"), "{}", c.text);
@@ -210,7 +241,7 @@ fn a_citation_of_the_wrong_passage_is_moved_to_the_one_that_holds_the_fact() {
 fn a_copied_passage_that_skips_the_year_asked_for_is_refused() {
     // Every word is in the passage, so it is "supported" — but it does not
     // say which year, which is all the question asks.
-    let (kb, _) = kb_and_llm();
+    kb_and_llm();
     let opts = AskOptions::default();
     let passage = "通义千问 (Qwen)\n通义千问是阿里云推出的大语言模型,其开源系列名为Qwen,有Qwen-7B、Qwen-14B等不同参数规模。";
     let copied = "通义千问是阿里云推出的大语言模型,其开源系列名为Qwen,有Qwen-7B、Qwen-14B等不同参数规模[1]。";
@@ -218,13 +249,12 @@ fn a_copied_passage_that_skips_the_year_asked_for_is_refused() {
         copied,
         "通义千问是哪一年正式发布的?",
         &[passage],
-        kb,
-        None,
+        models(None),
         &opts,
     );
     assert!(matches!(r, Err((Refusal::Unanswered, _))), "{r:?}");
     // The same text answers a question that asks for no year.
-    let c = kbqa::answer::check(copied, "通义千问是什么?", &[passage], kb, None, &opts)
+    let c = kbqa::answer::check(copied, "通义千问是什么?", &[passage], models(None), &opts)
         .expect("supported");
     assert_eq!(c.cited, vec![1]);
 }
@@ -260,7 +290,7 @@ fn the_910b_answer_cites_the_passage_its_number_comes_from() {
 
 #[test]
 fn an_english_answer_from_chinese_passages_is_checked_in_translation() {
-    let (kb, llm) = kb_and_llm();
+    let (_, llm) = kb_and_llm();
     let opts = AskOptions::default();
     let passage = "预训练就是让机器自己学习大量的资料。这里学的知识一般都是一些通用知识,比如chatGPT学的内容就包括维基百科、图书、杂志期刊、链接(高浏览网络内容)、网页内容、github代码这些。";
     let other = "GPU可以理解是CPU的演进,原本它是专为处理图形计算而设计的芯片。";
@@ -269,11 +299,11 @@ fn an_english_answer_from_chinese_passages_is_checked_in_translation() {
     let right = "ChatGPT learned from Wikipedia, books, magazines and journals, links to popular web pages, web content and GitHub code.";
     // Its words are not the passage's, and e5's cross-language similarity
     // falls short: without a translation it is refused…
-    let r = kbqa::answer::check(right, q, &shown, kb, None, &opts);
+    let r = kbqa::answer::check(right, q, &shown, models(None), &opts);
     assert!(matches!(r, Err((Refusal::Unsupported, _))), "{r:?}");
     // …translated into Chinese, its words are found in passage 2.
-    let c =
-        kbqa::answer::check(right, q, &shown, kb, Some(llm), &opts).expect("backed in translation");
+    let c = kbqa::answer::check(right, q, &shown, models(Some(llm)), &opts)
+        .expect("backed in translation");
     assert_eq!(c.cited, vec![2], "{c:?}");
     assert!(c.inferred, "{c:?}");
     // An answer the passages do not hold is refused in translation too.
@@ -281,7 +311,7 @@ fn an_english_answer_from_chinese_passages_is_checked_in_translation() {
         "ChatGPT learned only from Reddit threads and film subtitles.",
         "The capital of Australia is Canberra.",
     ] {
-        let r = kbqa::answer::check(wrong, q, &shown, kb, Some(llm), &opts);
+        let r = kbqa::answer::check(wrong, q, &shown, models(Some(llm)), &opts);
         assert!(
             matches!(r, Err((Refusal::Unsupported, _))),
             "{wrong}: {r:?}"
@@ -291,7 +321,7 @@ fn an_english_answer_from_chinese_passages_is_checked_in_translation() {
 
 #[test]
 fn an_answer_copied_in_chinese_is_given_in_english_only_if_its_translation_checks_out() {
-    let han = |s: &str| s.chars().filter(|&c| kbqa::chunk::is_cjk(c)).count();
+    let han = |s: &str| s.chars().filter(|&c| kbqa::text::is_cjk(c)).count();
     // Reading Chinese passages, the model answers this English question by
     // copying a Chinese sentence; the answer shown is its translation, and
     // the Chinese is kept as what the model wrote.
@@ -325,15 +355,22 @@ fn an_answer_copied_in_chinese_is_given_in_english_only_if_its_translation_check
 
 #[test]
 fn english_questions_are_searched_for_with_their_chinese_translation_too() {
+    use kbqa::answer::retrieve::{for_search, main_language};
+    use kbqa::answer::translate::translate;
     use kbqa::answer::Lang;
-    use kbqa::translate::{for_search, main_language, translate};
     let (kb, llm) = kb_and_llm();
     assert_eq!(main_language(kb), Lang::Zh);
     // A question in the knowledge base's language is searched for as asked.
     let q = "华为昇腾910B的算力有多少?";
-    assert_eq!(for_search(kb, llm, q, Lang::Zh, true).unwrap(), None);
+    assert_eq!(
+        for_search(kb, llm, &Question::parse(q, 5).unwrap(), true).unwrap(),
+        None
+    );
     let q = "What happens when a GPU burns out during training?";
-    assert_eq!(for_search(kb, llm, q, Lang::En, false).unwrap(), None);
+    assert_eq!(
+        for_search(kb, llm, &Question::parse(q, 5).unwrap(), false).unwrap(),
+        None
+    );
     let t = translate(llm, q, Lang::Zh)
         .unwrap()
         .expect("a Chinese translation");
@@ -364,14 +401,14 @@ fn meaning_backs_an_answer_only_across_languages() {
     // Any answer about OpenAI is close in meaning to a sentence about
     // OpenAI, true or not; in the passage's own language the words decide,
     // and only a sentence in the other language is compared by meaning.
-    let (kb, _) = kb_and_llm();
+    kb_and_llm();
     let entry =
         "OpenAI (openAI / open AI)\nOpenAI是一家美国人工智能研究公司,开发了GPT系列模型和ChatGPT。";
     let zh = kbqa::answer::support(
         "OpenAI的创始人是马云。",
         "OpenAI的创始人是谁?",
         &[entry],
-        kb,
+        Some(embedder()),
     );
     assert_eq!(zh.cosine, None, "{zh:?}");
     assert!(zh.overlap.is_some_and(|o| o < 0.5), "{zh:?}");
@@ -379,7 +416,7 @@ fn meaning_backs_an_answer_only_across_languages() {
         "OpenAI is an American artificial intelligence research company that developed the GPT series of models and ChatGPT.",
         "What is OpenAI?",
         &[entry],
-        kb,
+        Some(embedder()),
     );
     assert!(en.cosine.is_some_and(|c| c > 0.85), "{en:?}");
 }
@@ -389,12 +426,18 @@ fn out_of_scope_questions_are_refused_in_their_language() {
     let en = answer("What is the capital of Australia?");
     assert!(!en.grounded, "{en:#?}");
     assert!(en.citations.is_empty());
-    assert_eq!(en.answer, kbqa::answer::Lang::En.refusal());
+    assert_eq!(
+        en.answer,
+        kbqa::answer::refusal_text(kbqa::answer::Lang::En)
+    );
     assert!(en.refusal.is_some());
 
     let zh = answer("明天北京的天气怎么样？");
     assert!(!zh.grounded, "{zh:#?}");
-    assert_eq!(zh.answer, kbqa::answer::Lang::Zh.refusal());
+    assert_eq!(
+        zh.answer,
+        kbqa::answer::refusal_text(kbqa::answer::Lang::Zh)
+    );
 }
 
 #[test]
@@ -500,7 +543,7 @@ fn a_cancelled_answer_stops_generating() {
         },
     )
     .unwrap();
-    assert_eq!(a.finish, Some(kbqa::llm::Finish::Cancelled));
+    assert_eq!(a.finish, Some(kbqa::engine::Finish::Cancelled));
     assert!(a.usage.completion_tokens < 20, "{:?}", a.usage);
 }
 
@@ -591,7 +634,7 @@ fn smollm2_runs_on_the_llama_path() {
     )
     .unwrap();
     let llm = Llm::load(&path, 512).unwrap();
-    assert_eq!(llm.model.hp.arch, kbqa::llm::model::Arch::Llama);
+    assert_eq!(llm.model.hp.arch, kbqa::models::decoder::Arch::Llama);
     let (prefix, rest) = llm
         .chat_prompt(
             "You are a helpful assistant.",
@@ -603,7 +646,7 @@ fn smollm2_runs_on_the_llama_path() {
         .generate_tokens(&prefix, &rest, &Default::default(), &mut |_| true)
         .unwrap();
     assert!(g.text.contains("Paris"), "{g:?}");
-    assert_eq!(g.finish, kbqa::llm::Finish::Stop);
+    assert_eq!(g.finish, kbqa::engine::Finish::Stop);
 }
 
 #[test]

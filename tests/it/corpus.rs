@@ -46,14 +46,14 @@ fn glossary_is_bilingual_and_points_at_real_sections() {
     assert!(entries.len() >= 60, "{} entries", entries.len());
     for e in entries {
         assert!(
-            e.zh.chars().any(kbqa::chunk::is_cjk),
+            e.zh.chars().any(kbqa::text::is_cjk),
             "{}: zh definition is not Chinese",
             e.term
         );
         assert!(
-            !e.en.chars().any(kbqa::chunk::is_cjk)
+            !e.en.chars().any(kbqa::text::is_cjk)
                 || e.en.is_ascii()
-                || e.en.chars().filter(|c| kbqa::chunk::is_cjk(*c)).count() < 20,
+                || e.en.chars().filter(|c| kbqa::text::is_cjk(*c)).count() < 20,
             "{}: en definition is mostly Chinese",
             e.term
         );

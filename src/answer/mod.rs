@@ -1,0 +1,332 @@
+//! Grounded answers, as a pipeline of stages with typed hand-offs:
+//!
+//! ```text
+//! Question ─▶ retrieve ─▶ focus ─▶ prompt ─▶ generate ─▶ check ─▶ cite ─▶ language ─▶ Answer
+//! (question)  (retrieve)  (focus)  (prompt)  (generate)  (check)  (cite)  (language)   (types)
+//! ```
+//!
+//! A [`Question`] is parsed once at the edge (trimmed, checked, language
+//! detected). [`ask`] runs the stages in order; [`answer_from`] runs them
+//! from passages already chosen. Each stage is a module below, with its
+//! own tests; the checks' building blocks are [`citations`], [`support`]
+//! and [`rules`], and an answer in the other language than its question's
+//! goes through [`language`] and [`translate`]. Each stage is a `tracing`
+//! span (`retrieve`, `embed`, `focus`, `prompt`, `generate` — with
+//! `prefill` and `decode` inside it for the in-process model — `check`,
+//! `cite`, `language`), so `KBQA_LOG=kbqa=debug` shows where a question's
+//! time goes. The answer's [`Timings`] are measured inside the same stages.
+//!
+//! The rules that make an answer trustworthy live here, not in the prompt
+//! alone, because a small model follows instructions loosely:
+//! - the model sees only the retrieved passages and is told to answer from
+//!   them, cite `[n]`, and say `NOT_IN_KB` otherwise;
+//! - citations that name no given passage are removed;
+//! - an answer with no citation left must be *supported*: half of what it
+//!   adds to the question must appear in one passage, or (across
+//!   languages) a sentence of one passage must mean the same (e5), or
+//!   (across languages still) the generator's translation of it must share
+//!   enough words with one passage; that passage is then cited; otherwise
+//!   it is refused;
+//! - an answer with citations must be supported by the passages it cites,
+//!   the same way (a citation is a claim, not a proof); if they do not back
+//!   it, it is treated as uncited: the one passage that does is cited
+//!   instead, or it is refused;
+//! - a copy of the prompt (passage headers, the "Question:" line) is cut
+//!   from the answer;
+//! - a question for a year or a count ("哪一年", "how many") is not
+//!   answered by text that states none, however well supported;
+//! - numbers and digit-bearing names in an answer must appear in the
+//!   passages it cites (a shown passage that holds one the cited ones lack
+//!   is cited too);
+//! - an answer in the other language than the question's (the model
+//!   copied a passage) is translated by the generator, and the translation
+//!   is shown only if it passes these checks itself, citing the same
+//!   passages; the model's text is kept as [`Answer::written`];
+//! - a refusal is a fixed sentence in the question's language with
+//!   `grounded: false`, never the model's own guess;
+//! - questions and passages are data: special-token text in them is
+//!   encoded as plain text (see `crate::models::llm::Llm::encode_text`; a model
+//!   server applies its own template to the messages), and the
+//!   system prompt says instructions inside them are not to be followed.
+
+pub mod check;
+pub mod citations;
+mod cite;
+mod focus;
+mod generate;
+mod language;
+pub mod options;
+pub mod prompt;
+pub mod question;
+pub mod retrieve;
+pub mod rules;
+pub mod support;
+pub mod translate;
+pub mod types;
+
+use std::time::Instant;
+
+pub use self::check::{check, Checked, Models};
+pub use self::citations::clean_citations;
+pub use self::options::{AskOptions, AskOverrides};
+pub use self::question::Question;
+pub use self::rules::unsupported_specifics;
+pub use self::support::{support, Support, CITED_OVERLAP, TRANSLATED_OVERLAP};
+pub use self::types::{
+    refusal_text, Answer, Citation, Passage, Refusal, Timings, Usage, NOT_IN_KB,
+};
+pub use crate::text::Lang;
+
+use self::generate::{generate, ms, Generated};
+use self::prompt::{build_prompt, Shown};
+use crate::engine::{ChatPrompt, Embedder, Generator};
+use crate::error::Result;
+use crate::kb::Kb;
+use crate::retrieve::SearchHit;
+
+/// The passages a question is answered from (best first), and the
+/// question's translation when it was searched for with one.
+#[derive(Debug, Clone)]
+pub struct Retrieved {
+    /// The passages.
+    pub hits: Vec<SearchHit>,
+    /// The question in the knowledge base's main language, if searched for.
+    pub translation: Option<String>,
+    /// When the question arrived (the answer's timings count from it).
+    pub since: Instant,
+}
+
+/// Answers `question` from the knowledge base (parse it with `opts.k`).
+/// `on_text` receives the answer text as it is generated (never the
+/// `NOT_IN_KB` marker) and returns `false` to cancel; it is also called
+/// with `""` now and then while a model server is silent, so a caller can
+/// cancel then too.
+pub fn ask(
+    kb: &Kb,
+    generator: &dyn Generator,
+    question: &Question,
+    opts: &AskOptions,
+    on_text: &mut dyn FnMut(&str) -> bool,
+) -> Result<Answer> {
+    let since = Instant::now();
+    let _span = tracing::info_span!("ask", lang = ?question.lang()).entered();
+    // An English question over Chinese passages (or the reverse) is searched
+    // for with its translation too; the model still answers the question.
+    let translation = retrieve::for_search(kb, generator, question, opts.translate)?;
+    let hits = retrieve::search(kb, question.query(), translation.as_deref(), opts.mode)?;
+    let retrieved = Retrieved {
+        hits,
+        translation,
+        since,
+    };
+    let embedder = kb.embedder().ok();
+    answer_from(
+        generator,
+        embedder.as_deref(),
+        question,
+        &retrieved,
+        opts,
+        on_text,
+    )
+}
+
+/// [`ask`] from passages already chosen, e.g. by `kbqa eval answers
+/// --oracle`, which hands the model the passages that hold the answer to
+/// tell the model's share of the errors from retrieval's. Without an
+/// embedder the passages are shown whole and meaning backs no answer.
+pub fn answer_from(
+    generator: &dyn Generator,
+    embedder: Option<&dyn Embedder>,
+    question: &Question,
+    retrieved: &Retrieved,
+    opts: &AskOptions,
+    on_text: &mut dyn FnMut(&str) -> bool,
+) -> Result<Answer> {
+    let start = retrieved.since;
+    let mut answer = Answer {
+        question: question.text().to_string(),
+        answer: String::new(),
+        grounded: false,
+        language: question.lang(),
+        refusal: None,
+        citations: Vec::new(),
+        passages: Vec::new(),
+        model: generator.name(),
+        finish: None,
+        refusal_score: None,
+        model_text: None,
+        written: None,
+        usage: Usage::default(),
+        timings: Timings {
+            retrieve_ms: ms(start),
+            ..Timings::default()
+        },
+    };
+    if retrieved.hits.is_empty() {
+        return Ok(refuse(answer, Refusal::NoPassages, start, on_text));
+    }
+    let shown = focus::shown_passages(
+        question.text(),
+        retrieved.translation.as_deref(),
+        question.lang(),
+        &retrieved.hits,
+        opts.focus,
+        embedder,
+    );
+    // Choosing sentences is part of retrieval.
+    answer.timings.retrieve_ms = ms(start);
+    let prompt_span = tracing::debug_span!("prompt").entered();
+    let (user, given) = build_prompt(generator, question.text(), question.lang(), &shown, opts)?;
+    drop(prompt_span);
+    tracing::debug!(prompt = %user, "user message");
+    answer.passages = passages(&given);
+    let prompt = ChatPrompt {
+        system: prompt::system(opts.prompt),
+        examples: prompt::examples(opts.prompt),
+        user: &user,
+    };
+    let generated = tracing::debug_span!("generate")
+        .in_scope(|| generate(generator, &prompt, opts, start, on_text))?;
+    record(&mut answer, &generated);
+    let after = After {
+        question,
+        given: &given,
+        models: Models {
+            embedder,
+            generator: Some(generator),
+        },
+        opts,
+        start,
+    };
+    finish(answer, &generated, &after, on_text)
+}
+
+/// What the stages after generation read besides the model's text.
+struct After<'a> {
+    question: &'a Question,
+    given: &'a [Shown<'a>],
+    models: Models<'a>,
+    opts: &'a AskOptions,
+    start: Instant,
+}
+
+/// The check, cite and language stages on what the model wrote.
+fn finish(
+    mut answer: Answer,
+    generated: &Generated,
+    after: &After,
+    on_text: &mut dyn FnMut(&str) -> bool,
+) -> Result<Answer> {
+    let After {
+        question,
+        given,
+        models,
+        opts,
+        start,
+    } = *after;
+    let text = generated.generation.text.trim();
+    let shown: Vec<&str> = given.iter().map(|s| s.text.as_str()).collect();
+    let checked = tracing::debug_span!("check")
+        .in_scope(|| check(text, question.text(), &shown, models, opts));
+    let checked = match checked {
+        Ok(c) => c,
+        Err((why, model_text)) => {
+            answer.model_text = model_text;
+            return Ok(refuse(answer, why, start, on_text));
+        }
+    };
+    answer.citations = tracing::debug_span!("cite")
+        .in_scope(|| cite::citations(&checked, given, question.text(), models.embedder));
+    // A supported but uncited answer gets its marker, so the text itself
+    // always says where it comes from (and streamed text stays the answer).
+    // Re-cited text no longer matches what was streamed; callers that
+    // streamed it show the final text (see `Answer::answer`).
+    if !checked.recited && !checked.appended.is_empty() {
+        on_text(&checked.appended);
+    }
+    // The answer is in the question's language: reading Chinese passages,
+    // the small model often answers an English question in Chinese (it
+    // copies). Checked as written, such an answer is then translated.
+    let lang = question.lang();
+    answer.answer =
+        match language::in_language(&checked, question.text(), lang, &shown, models, opts)? {
+            Some(t) => {
+                answer.written = Some(checked.text);
+                t
+            }
+            None => checked.text,
+        };
+    answer.grounded = true;
+    answer.timings.total_ms = ms(start);
+    Ok(answer)
+}
+
+/// The passages as numbered in the prompt.
+fn passages(given: &[Shown]) -> Vec<Passage> {
+    given
+        .iter()
+        .enumerate()
+        .map(|(i, s)| Passage {
+            n: i + 1,
+            chunk_id: s.hit.chunk_id.clone(),
+            source: s.hit.source.clone(),
+            section: s.hit.section.clone(),
+            score: s.hit.score,
+        })
+        .collect()
+}
+
+/// The generation's counts and times, into the answer.
+fn record(answer: &mut Answer, generated: &Generated) {
+    let g = &generated.generation;
+    answer.usage = Usage {
+        prompt_tokens: g.prompt_tokens,
+        cached_prompt_tokens: g.cached_prompt_tokens,
+        completion_tokens: g.generated_tokens,
+    };
+    let per_s = |n: usize, ms: f64| if ms > 0.0 { n as f64 * 1e3 / ms } else { 0.0 };
+    let t = &mut answer.timings;
+    t.prefill_ms = g.prefill_ms;
+    t.decode_ms = g.decode_ms;
+    t.prompt_tokens = g.prompt_tokens;
+    t.generated_tokens = g.generated_tokens;
+    t.prefill_tok_per_s = per_s(
+        g.prompt_tokens.saturating_sub(g.cached_prompt_tokens),
+        g.prefill_ms,
+    );
+    t.decode_tok_per_s = per_s(g.generated_tokens, g.decode_ms);
+    t.first_token_ms = generated.first_token_ms;
+    answer.refusal_score = g.gate_probability;
+    answer.finish = Some(generated.finish);
+}
+
+/// The answer as a refusal: the fixed sentence in the question's language
+/// (passed on as the text when none was), no citations.
+fn refuse(
+    mut answer: Answer,
+    why: Refusal,
+    start: Instant,
+    on_text: &mut dyn FnMut(&str) -> bool,
+) -> Answer {
+    answer.answer = refusal_text(answer.language).to_string();
+    answer.grounded = false;
+    answer.refusal = Some(why);
+    answer.citations.clear();
+    if answer.timings.first_token_ms.is_none() {
+        answer.timings.first_token_ms = Some(ms(start));
+        on_text(&answer.answer);
+    }
+    answer.timings.total_ms = ms(start);
+    answer
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_are_fixed_sentences_in_the_question_language() {
+        assert_ne!(refusal_text(Lang::Zh), refusal_text(Lang::En));
+        assert!(refusal_text(Lang::Zh).contains("知识库"));
+    }
+}

@@ -1,0 +1,105 @@
+//! Where each model runs, as the config says: in this process
+//! (`crate::models`, candle) or on a model server (`crate::remote`, the
+//! OpenAI protocol). The one place that knows both, so that the knowledge
+//! base, the answer pipeline and the front ends only see the
+//! [`Embedder`] and [`Generator`] traits.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::config::{Backend, Config, EmbedderConfig};
+use crate::engine::{Embedder, Generator};
+use crate::error::Result;
+use crate::models::embedder::E5Embedder;
+use crate::models::fetch::{self, FetchEvent};
+use crate::models::gguf_tokenizer::GgufTokenizer;
+use crate::remote::embedder::OpenAiEmbedder;
+use crate::remote::generator::OpenAiGenerator;
+
+/// The configured generator: the in-process model (`models.generator`,
+/// fetched on first use) or a model server (`generator.backend =
+/// "openai"`, only named here: the first answer contacts it).
+pub fn generator(
+    config: &Config,
+    events: &mut dyn FnMut(FetchEvent),
+) -> Result<Arc<dyn Generator>> {
+    Ok(match config.generator.backend {
+        Backend::Local => Arc::new(crate::models::llm::load_named(
+            &config.models.generator,
+            &config.home,
+            &config.python,
+            config.answer.context,
+            events,
+        )?),
+        Backend::Openai => {
+            let tokenizer = match config.generator.tokenizer.trim() {
+                "" => None,
+                setting => {
+                    let path = fetch::resolve(setting, &config.home, &config.python, events)?;
+                    Some(GgufTokenizer::from_gguf(&path)?)
+                }
+            };
+            Arc::new(OpenAiGenerator::new(&config.generator.openai, tokenizer)?)
+        }
+    })
+}
+
+/// The embedding model a config asks for: where it runs and its identity
+/// (what an index manifest records, so vectors are never mixed).
+#[derive(Clone)]
+pub struct EmbeddingModel {
+    /// Its name (`e5-small-q4`, a file path, `openai:<model>`).
+    pub name: String,
+    /// What identifies its vectors: the file's sha256, or for a server a
+    /// digest of its name and prefixes.
+    pub sha256: String,
+    source: Source,
+}
+
+#[derive(Clone)]
+enum Source {
+    /// An E5S1 file, loaded in process when first needed.
+    File(PathBuf),
+    /// A server, connected when first needed: BM25 search and reloads do
+    /// not depend on it being up.
+    Server(Box<EmbedderConfig>),
+}
+
+impl EmbeddingModel {
+    /// Resolves the embedding model: `embedder.backend = "openai"` names
+    /// the server's model (nothing is contacted yet); otherwise
+    /// `models.embedding` (a known model is fetched on first use). `None`
+    /// when vectors are turned off (`embedding = "none"` or empty).
+    pub fn resolve(config: &Config, events: &mut dyn FnMut(FetchEvent)) -> Result<Option<Self>> {
+        if config.embedder.backend == Backend::Openai {
+            let (name, sha256) = OpenAiEmbedder::identity(&config.embedder);
+            return Ok(Some(EmbeddingModel {
+                name,
+                sha256,
+                source: Source::Server(Box::new(config.embedder.clone())),
+            }));
+        }
+        let name = config.models.embedding.trim();
+        if name.is_empty() || name == "none" {
+            return Ok(None);
+        }
+        let path = fetch::resolve(name, &config.home, &config.python, events)?;
+        let sha256 = match fetch::spec(name) {
+            Some(spec) => spec.sha256.to_string(),
+            None => crate::hash::sha256_file(&path)?,
+        };
+        Ok(Some(EmbeddingModel {
+            name: name.to_string(),
+            sha256,
+            source: Source::File(path),
+        }))
+    }
+
+    /// Loads it (or connects to its server).
+    pub fn load(&self) -> Result<Arc<dyn Embedder>> {
+        match &self.source {
+            Source::File(path) => Ok(Arc::new(E5Embedder::load(path)?)),
+            Source::Server(config) => Ok(Arc::new(OpenAiEmbedder::connect(config)?)),
+        }
+    }
+}

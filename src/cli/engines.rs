@@ -1,0 +1,48 @@
+//! Opening the knowledge base and loading the chat model for a command,
+//! with progress shown on stderr.
+
+use std::sync::Arc;
+
+use kbqa::config::Backend;
+use kbqa::engine::Generator;
+use kbqa::kb::OpenEvent;
+use kbqa::{Config, Kb};
+
+use super::print;
+
+/// Opens the knowledge base `config` names, showing progress.
+pub fn open(config: &Config) -> anyhow::Result<Kb> {
+    Ok(Kb::open(config, &mut |e| {
+        if let OpenEvent::CorpusMissing = e {
+            eprintln!(
+                "kbqa: corpus folder {} not found; using the existing index as it is",
+                config.corpus.display()
+            )
+        } else {
+            print::open_event(e)
+        }
+    })?)
+}
+
+/// The configured generator; a model server is only named (it is
+/// contacted by the first answer).
+pub fn load_llm(config: &Config) -> anyhow::Result<Arc<dyn Generator>> {
+    if config.generator.backend == Backend::Openai {
+        let llm = kbqa::backend::generator(config, &mut print::fetch_event)?;
+        eprintln!(
+            "kbqa: generating with {} at {}",
+            llm.name(),
+            config.generator.openai.url
+        );
+        return Ok(llm);
+    }
+    let start = std::time::Instant::now();
+    eprintln!("kbqa: loading {}", config.models.generator);
+    let llm = kbqa::backend::generator(config, &mut print::fetch_event)?;
+    eprintln!(
+        "kbqa: {} loaded in {:.1} s",
+        config.models.generator,
+        start.elapsed().as_secs_f64()
+    );
+    Ok(llm)
+}

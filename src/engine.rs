@@ -1,0 +1,151 @@
+//! The two things kbqa asks of a model, as traits: embed text
+//! ([`Embedder`]) and write a chat reply ([`Generator`]).
+//!
+//! Indexing, retrieval and answering are written against these traits
+//! only, so they cannot tell an in-process model (`crate::models`, the only
+//! code that knows candle) from a model server (`crate::remote`, the
+//! OpenAI protocol). Both implement them; `crate::backend` picks one from
+//! the config.
+
+use serde::Serialize;
+
+use crate::error::Result;
+
+/// Something that embeds queries and passages into unit vectors.
+pub trait Embedder: Send + Sync {
+    /// Output dimension.
+    fn dim(&self) -> usize;
+    /// The vector of a search query.
+    fn embed_query(&self, query: &str) -> Result<Vec<f32>>;
+    /// The vectors of passages, row-major (`texts.len() * dim()` floats);
+    /// `progress(done)` is called as passages are finished.
+    fn embed_passages(&self, texts: &[&str], progress: &mut dyn FnMut(usize)) -> Result<Vec<f32>>;
+}
+
+/// How text is sampled.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SamplingParams {
+    /// Most new tokens.
+    pub max_new_tokens: usize,
+    /// 0 = greedy (deterministic); otherwise softmax temperature.
+    pub temperature: f32,
+    /// Nucleus sampling mass (1 = off); only with a temperature.
+    pub top_p: f32,
+    /// Seed for sampling (same seed, same text).
+    pub seed: u64,
+    /// Extra strings that end generation (not included in the text).
+    pub stop: Vec<String>,
+    /// A gate on the first token (see [`FirstTokenGate`]).
+    pub gate: Option<FirstTokenGate>,
+}
+
+/// Lets the first token be one of `tokens` only if the model gives them
+/// probability ≥ `threshold` together; otherwise they are excluded and the
+/// model says what it would say instead (a gate never forces them). This turns "reply NOT_IN_KB if
+/// the passages do not answer" from a greedy yes/no, which a small model
+/// gets wrong in both directions, into a score with a threshold calibrated
+/// on the evaluation set.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FirstTokenGate {
+    /// The tokens that start the gated reply.
+    pub tokens: Vec<u32>,
+    /// Probability needed to allow them.
+    pub threshold: f32,
+}
+
+impl Default for SamplingParams {
+    fn default() -> Self {
+        SamplingParams {
+            max_new_tokens: 256,
+            temperature: 0.0,
+            top_p: 1.0,
+            seed: 0,
+            stop: Vec::new(),
+            gate: None,
+        }
+    }
+}
+
+/// Why generation ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Finish {
+    /// The model ended its turn, or a stop string appeared.
+    Stop,
+    /// `max_new_tokens` or the context ran out.
+    Length,
+    /// The caller asked to stop (e.g. the client went away).
+    Cancelled,
+}
+
+/// What a generation produced, and what it cost.
+#[derive(Debug, Clone, Serialize)]
+pub struct Generation {
+    /// The text (stop strings and end-of-turn tokens removed).
+    pub text: String,
+    /// Why it ended.
+    pub finish: Finish,
+    /// Prompt tokens, including the reused prefix.
+    pub prompt_tokens: usize,
+    /// Prompt tokens whose keys/values came from the prefix cache.
+    pub cached_prompt_tokens: usize,
+    /// New tokens.
+    pub generated_tokens: usize,
+    /// Time to process the prompt.
+    pub prefill_ms: f64,
+    /// Time to generate (after the prompt).
+    pub decode_ms: f64,
+    /// The gated tokens' probability at the first step, if gated.
+    pub gate_probability: Option<f32>,
+}
+
+/// A chat prompt as messages, the form every backend takes: the in-process
+/// model renders it in ChatML, a model server with its own template.
+#[derive(Debug, Clone, Copy)]
+pub struct ChatPrompt<'a> {
+    /// The system message.
+    pub system: &'a str,
+    /// Worked examples, as (user, assistant) turns before the question.
+    pub examples: &'a [(&'a str, &'a str)],
+    /// The user message.
+    pub user: &'a str,
+}
+
+/// "Start the reply with `marker` only if the model is at least this
+/// sure": see [`FirstTokenGate`], which is how the in-process model does it;
+/// a model server does it with log-probabilities and a logit bias.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RefusalGate {
+    /// The reply that is gated (`NOT_IN_KB`).
+    pub marker: &'static str,
+    /// Probability the marker's first token needs.
+    pub threshold: f32,
+}
+
+/// Something that writes the assistant's reply to a chat prompt. Answers
+/// (`crate::answer`) are built on this, so the prompt, citation and
+/// refusal rules are the same whichever engine generates.
+pub trait Generator: Send + Sync {
+    /// The model's name, as answers report it.
+    fn name(&self) -> String;
+    /// Tokens `text` takes, for fitting passages into the prompt budget
+    /// (an engine without a local tokenizer estimates high).
+    fn count_tokens(&self, text: &str) -> Result<usize>;
+    /// Tokens of a prompt's fixed part: the system message, the examples
+    /// and the chat template around them.
+    fn fixed_tokens(&self, system: &str, examples: &[(&str, &str)]) -> Result<usize>;
+    /// Writes the reply, calling `on_text` with each new piece of text;
+    /// `on_text` returns `false` to cancel. An engine that may wait on
+    /// something else (a server) also calls `on_text("")` every
+    /// [`HEARTBEAT`] while it waits, so cancelling never waits for it.
+    fn generate(
+        &self,
+        prompt: &ChatPrompt,
+        params: &SamplingParams,
+        gate: Option<&RefusalGate>,
+        on_text: &mut dyn FnMut(&str) -> bool,
+    ) -> Result<Generation>;
+}
+
+/// How often a waiting generator checks whether its caller cancelled.
+pub const HEARTBEAT: std::time::Duration = std::time::Duration::from_millis(250);

@@ -1,0 +1,199 @@
+//! What a generation records about itself ([`Manifest`]), what it must
+//! match to be live ([`IndexSettings`], [`Freshness`]), and the names of
+//! its files.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::vector::VectorManifest;
+use crate::chunk::ChunkConfig;
+use crate::config::{Config, TokenizerKind};
+use crate::corpus::{Corpus, FileHash};
+
+/// Bumped whenever the on-disk layout changes; other versions are refused.
+pub const FORMAT_VERSION: u32 = 3;
+
+pub(super) const CURRENT: &str = "CURRENT";
+pub(super) const MANIFEST: &str = "manifest.json";
+pub(super) const CHUNKS: &str = "chunks.jsonl";
+pub(super) const BM25_DIR: &str = "bm25";
+pub(super) const TMP_PREFIX: &str = ".tmp-";
+
+/// What an index was built from and how: everything needed to decide whether
+/// it still matches the corpus and the settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// On-disk format version ([`FORMAT_VERSION`]).
+    pub format: u32,
+    /// The kbqa version that wrote it.
+    pub kbqa_version: String,
+    /// The generation's folder name.
+    pub generation: String,
+    /// When it was built (seconds since the Unix epoch).
+    pub created_unix: u64,
+    /// The corpus folder it was built from, as given.
+    pub corpus_root: String,
+    /// Hash over all file identities ([`crate::corpus::content_hash`]).
+    pub corpus_hash: String,
+    /// Each indexed file's hash.
+    pub files: Vec<FileHash>,
+    /// Files refused with `--skip-bad`.
+    pub skipped: Vec<String>,
+    /// Settings that shape the index.
+    pub settings: IndexSettings,
+    /// Glossary names, one list per entry (term and aliases): added to the
+    /// segmenter's dictionary, and used to expand queries across languages.
+    pub synonyms: Vec<Vec<String>>,
+    /// The vector index, when the generation has one.
+    pub vector: Option<VectorManifest>,
+    /// Number of chunks (lines of `chunks.jsonl`, documents in BM25).
+    pub chunk_count: usize,
+    /// sha256 of `chunks.jsonl`, to catch a damaged file.
+    pub chunks_sha256: String,
+    /// sha256 of each file of the BM25 index, by name: tantivy does not
+    /// check its files on open, and a garbled term dictionary would
+    /// otherwise be served.
+    pub bm25_files: BTreeMap<String, String>,
+}
+
+/// The settings an index depends on; a change means a rebuild.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IndexSettings {
+    /// Chunking.
+    pub chunker: ChunkConfig,
+    /// BM25 analysis of CJK text.
+    pub tokenizer: TokenizerKind,
+    /// The embedding model and HNSW shape; `None`: no vector index.
+    pub embedding: Option<EmbeddingSettings>,
+}
+
+/// Which model embeds the chunks, and the HNSW graph's shape.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EmbeddingSettings {
+    /// Model name (or path) as configured.
+    pub model: String,
+    /// sha256 of the model file: the identity that matters.
+    pub model_sha256: String,
+    /// HNSW links per node.
+    pub m: usize,
+    /// HNSW build beam.
+    pub ef_construction: usize,
+}
+
+impl IndexSettings {
+    /// The index-shaping part of a config; `embedding` is the resolved model
+    /// (name and file sha256), if vectors are wanted.
+    pub fn from_config(config: &Config, embedding: Option<(String, String)>) -> Self {
+        IndexSettings {
+            chunker: config.chunk.clone(),
+            tokenizer: config.bm25.tokenizer,
+            embedding: embedding.map(|(model, model_sha256)| EmbeddingSettings {
+                model,
+                model_sha256,
+                m: config.vector.m,
+                ef_construction: config.vector.ef_construction,
+            }),
+        }
+    }
+}
+
+/// Progress of a build, for a front end to show.
+#[derive(Debug, Clone)]
+pub enum BuildEvent {
+    /// Documents were chunked.
+    Chunked {
+        /// Files indexed.
+        files: usize,
+        /// Chunks made.
+        chunks: usize,
+    },
+    /// What changed since the live generation, and what that costs: only
+    /// chunks whose embedded text is new are embedded again.
+    Changes {
+        /// Files new since the live generation.
+        added: Vec<String>,
+        /// Files whose content changed.
+        changed: Vec<String>,
+        /// Files gone (their chunks leave every index).
+        removed: Vec<String>,
+        /// Chunks whose vectors were taken from the live generation.
+        reused: usize,
+        /// Chunks that will be embedded.
+        to_embed: usize,
+    },
+    /// Chunks embedded so far.
+    Embedding {
+        /// Done.
+        done: usize,
+        /// Total.
+        total: usize,
+    },
+    /// BM25 documents written so far.
+    Bm25 {
+        /// Done.
+        done: usize,
+        /// Total.
+        total: usize,
+    },
+    /// The new generation is live.
+    Done {
+        /// Its manifest.
+        manifest: Box<Manifest>,
+        /// Wall time of the build in milliseconds.
+        elapsed_ms: u128,
+    },
+}
+
+/// Whether a generation matches the corpus and settings at hand.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Freshness {
+    /// Usable as is.
+    Fresh,
+    /// Must be rebuilt, for this reason.
+    Stale(String),
+}
+
+impl Manifest {
+    /// Compares against the corpus and settings at hand.
+    pub fn freshness(&self, corpus: &Corpus, settings: &IndexSettings) -> Freshness {
+        if self.settings != *settings {
+            let mut what = Vec::new();
+            if self.settings.chunker != settings.chunker {
+                what.push("chunking");
+            }
+            if self.settings.tokenizer != settings.tokenizer {
+                what.push("tokenizer");
+            }
+            if self.settings.embedding != settings.embedding {
+                what.push("embedding model or vector index");
+            }
+            return Freshness::Stale(format!("the {} settings changed", what.join(" and ")));
+        }
+        let skipped: Vec<String> = corpus.skipped.iter().map(|b| b.to_string()).collect();
+        if self.corpus_hash == corpus.content_hash() && self.skipped != skipped {
+            return Freshness::Stale("the set of skipped bad files changed".into());
+        }
+        if self.corpus_hash != corpus.content_hash() {
+            let old: BTreeMap<&str, &str> = self
+                .files
+                .iter()
+                .map(|f| (f.source.as_str(), f.sha256.as_str()))
+                .collect();
+            let new = corpus.file_hashes();
+            let added = new
+                .iter()
+                .filter(|f| !old.contains_key(f.source.as_str()))
+                .count();
+            let changed = new
+                .iter()
+                .filter(|f| old.get(f.source.as_str()).is_some_and(|h| *h != f.sha256))
+                .count();
+            let removed = (old.len() + added).saturating_sub(new.len());
+            return Freshness::Stale(format!(
+                "the corpus changed ({added} file(s) added, {changed} changed, {removed} removed)"
+            ));
+        }
+        Freshness::Fresh
+    }
+}

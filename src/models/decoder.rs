@@ -1,0 +1,630 @@
+//! A decoder-only transformer of the Qwen2 / Llama family, read from GGUF.
+//!
+//! Our own forward pass rather than candle-transformers' `quantized_qwen2`,
+//! because that one is where the time and memory went (see MODELS.md): it
+//! grows the KV cache with `cat` and copies it for grouped-query attention
+//! on every step, expands the 152k-row token embedding to f32 (545 MB), and
+//! runs the slow formats through scalar kernels. Here:
+//! - weights are [`PackedMatrix`]es (SIMD kernels for every format);
+//! - the token embedding stays packed, rows unpacked on lookup, and doubles
+//!   as the output layer when the file ties them;
+//! - the KV cache ([`KvCache`], in [`super::kv_cache`]) is preallocated per
+//!   layer as `[kv_head][position][dim]`, written in place, and read
+//!   directly by each query head of its group;
+//! - a cache can be copied, so a fixed prompt prefix is computed once.
+//!
+//! The two architectures differ only in the details GGUF records: Qwen2 has
+//! q/k/v biases and rotates dimension pairs `(i, i + d/2)` (NeoX), Llama has
+//! no biases and rotates adjacent pairs `(2i, 2i + 1)` (the GGUF converter
+//! permutes its q/k rows for that).
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::BufReader;
+use std::path::Path;
+
+use candle_core::quantized::gguf_file::{Content, Value};
+use candle_core::quantized::{GgmlDType, QTensor};
+use candle_core::Device;
+use rayon::prelude::*;
+
+pub use super::kv_cache::KvCache;
+use super::packed::{Activations, PackedMatrix};
+use crate::error::{Error, Result};
+
+/// Architectures this forward pass implements.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Arch {
+    /// `qwen2` (Qwen2, Qwen2.5).
+    Qwen2,
+    /// `llama` (Llama 2, SmolLM2, …).
+    Llama,
+}
+
+/// Shape and constants, from the file's metadata.
+#[derive(Debug, Clone)]
+pub struct Hparams {
+    /// The architecture.
+    pub arch: Arch,
+    /// Transformer blocks.
+    pub layers: usize,
+    /// Embedding width.
+    pub dim: usize,
+    /// Feed-forward width.
+    pub ff: usize,
+    /// Query heads.
+    pub heads: usize,
+    /// Key/value heads (grouped-query attention).
+    pub kv_heads: usize,
+    /// Width of one head.
+    pub head_dim: usize,
+    /// RoPE base frequency.
+    pub rope_base: f32,
+    /// RMSNorm epsilon.
+    pub eps: f32,
+    /// Trained context length.
+    pub context: usize,
+    /// Vocabulary size.
+    pub vocab: usize,
+}
+
+struct Layer {
+    attn_norm: Vec<f32>,
+    q: PackedMatrix,
+    k: PackedMatrix,
+    v: PackedMatrix,
+    bias_q: Option<Vec<f32>>,
+    bias_k: Option<Vec<f32>>,
+    bias_v: Option<Vec<f32>>,
+    o: PackedMatrix,
+    ffn_norm: Vec<f32>,
+    gate: PackedMatrix,
+    up: PackedMatrix,
+    down: PackedMatrix,
+}
+
+/// The weights, ready to run.
+pub struct Model {
+    /// Shape and constants.
+    pub hp: Hparams,
+    /// The token embedding; also the output layer when `output` is `None`.
+    embedding: PackedMatrix,
+    layers: Vec<Layer>,
+    out_norm: Vec<f32>,
+    /// The output layer, when it differs from the embedding.
+    output: Option<PackedMatrix>,
+    /// RoPE inverse frequencies, one per rotated pair.
+    inv_freq: Vec<f32>,
+}
+
+/// The working buffers of one [`Model::forward`] call, for `t` tokens:
+/// allocated once and reused by every block, rather than once per block.
+struct Scratch {
+    /// Tokens in the call.
+    t: usize,
+    /// The normed input of the current half-block, `[t, dim]`.
+    h: Vec<f32>,
+    /// Queries, `[t, heads · head_dim]`.
+    q: Vec<f32>,
+    /// New keys and values, `[t, kv_heads · head_dim]`.
+    k: Vec<f32>,
+    v: Vec<f32>,
+    /// Attention output, before its projection.
+    attn: Vec<f32>,
+    /// Output of a block's last projection, added to the residual stream.
+    proj: Vec<f32>,
+    /// Feed-forward activations, `[t, ff]`.
+    gate: Vec<f32>,
+    up: Vec<f32>,
+}
+
+impl Scratch {
+    fn new(hp: &Hparams, t: usize) -> Scratch {
+        let d = hp.dim;
+        let kv = hp.kv_heads * hp.head_dim;
+        Scratch {
+            t,
+            h: vec![0f32; t * d],
+            q: vec![0f32; t * d],
+            k: vec![0f32; t * kv],
+            v: vec![0f32; t * kv],
+            attn: vec![0f32; t * d],
+            proj: vec![0f32; t * d],
+            gate: vec![0f32; t * hp.ff],
+            up: vec![0f32; t * hp.ff],
+        }
+    }
+}
+
+impl KvCache {
+    /// Whether this cache fits `model` (layers, heads, head width).
+    ///
+    /// Here rather than in [`super::kv_cache`] because it needs the
+    /// model's shape, and the cache file must not import the model's.
+    pub fn fits(&self, model: &Model) -> bool {
+        let hp = &model.hp;
+        self.has_shape(hp.layers, hp.kv_heads, hp.head_dim)
+    }
+}
+
+fn format_err(path: &Path, reason: impl Into<String>) -> Error {
+    Error::ModelFormat {
+        path: path.to_path_buf(),
+        format: "GGUF",
+        reason: reason.into(),
+    }
+}
+
+/// Reads a GGUF file's metadata (not its tensors).
+pub fn read_content(path: &Path) -> Result<(Content, BufReader<File>)> {
+    let file = File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut reader = BufReader::new(file);
+    let content = Content::read(&mut reader).map_err(|e| format_err(path, e.to_string()))?;
+    Ok((content, reader))
+}
+
+impl Hparams {
+    /// From GGUF metadata; unsupported architectures are named.
+    pub fn from_metadata(md: &HashMap<String, Value>) -> std::result::Result<Hparams, String> {
+        let arch_name = md
+            .get("general.architecture")
+            .and_then(|v| v.to_string().ok())
+            .ok_or("metadata has no general.architecture")?
+            .clone();
+        let arch = match arch_name.as_str() {
+            "qwen2" => Arch::Qwen2,
+            "llama" => Arch::Llama,
+            other => {
+                return Err(format!(
+                    "architecture {other:?} is not supported (supported: qwen2, llama)"
+                ))
+            }
+        };
+        let int = |k: &str| -> std::result::Result<usize, String> {
+            let key = format!("{arch_name}.{k}");
+            let v = md
+                .get(&key)
+                .ok_or_else(|| format!("metadata has no {key}"))?;
+            v.to_u32()
+                .map(|x| x as usize)
+                .or_else(|_| v.to_u64().map(|x| x as usize))
+                .map_err(|e| format!("{key}: {e}"))
+        };
+        let float = |k: &str, default: f32| -> f32 {
+            md.get(&format!("{arch_name}.{k}"))
+                .and_then(|v| v.to_f32().ok())
+                .unwrap_or(default)
+        };
+        let dim = int("embedding_length")?;
+        let heads = int("attention.head_count")?;
+        let kv_heads = int("attention.head_count_kv").unwrap_or(heads);
+        if heads == 0 || kv_heads == 0 || !heads.is_multiple_of(kv_heads) || dim % heads != 0 {
+            return Err(format!(
+                "bad head counts: {heads} heads, {kv_heads} kv heads"
+            ));
+        }
+        let head_dim = dim / heads;
+        if !head_dim.is_multiple_of(2) {
+            return Err(format!("odd head width {head_dim}"));
+        }
+        let vocab = md
+            .get("tokenizer.ggml.tokens")
+            .and_then(|v| v.to_vec().ok())
+            .map_or(0, |v| v.len());
+        let layers = int("block_count")?;
+        if layers == 0 || layers > 1024 || dim > 65536 {
+            return Err(format!("implausible shape: {layers} blocks of width {dim}"));
+        }
+        Ok(Hparams {
+            arch,
+            layers,
+            dim,
+            ff: int("feed_forward_length")?,
+            heads,
+            kv_heads,
+            head_dim,
+            rope_base: float("rope.freq_base", 10_000.0),
+            eps: float(
+                "attention.layer_norm_rms_epsilon",
+                if arch == Arch::Qwen2 { 1e-6 } else { 1e-5 },
+            ),
+            context: int("context_length").unwrap_or(4096),
+            vocab,
+        })
+    }
+}
+
+struct Loader<'a> {
+    path: &'a Path,
+    content: &'a Content,
+    reader: BufReader<File>,
+}
+
+impl Loader<'_> {
+    fn qtensor(&mut self, name: &str) -> Result<QTensor> {
+        if !self.content.tensor_infos.contains_key(name) {
+            return Err(format_err(self.path, format!("tensor {name} is missing")));
+        }
+        self.content
+            .tensor(&mut self.reader, name, &Device::Cpu)
+            .map_err(|e| format_err(self.path, format!("{name}: {e}")))
+    }
+
+    fn has(&self, name: &str) -> bool {
+        self.content.tensor_infos.contains_key(name)
+    }
+
+    fn vector(&mut self, name: &str, len: usize) -> Result<Vec<f32>> {
+        let t = self.qtensor(name)?;
+        let v = t
+            .dequantize(&Device::Cpu)
+            .and_then(|t| t.flatten_all())
+            .and_then(|t| t.to_vec1::<f32>())
+            .map_err(|e| format_err(self.path, format!("{name}: {e}")))?;
+        if v.len() != len {
+            return Err(format_err(
+                self.path,
+                format!("{name} has {} values, expected {len}", v.len()),
+            ));
+        }
+        Ok(v)
+    }
+
+    fn matrix(&mut self, name: &str, rows: usize, cols: usize) -> Result<PackedMatrix> {
+        let t = self.qtensor(name)?;
+        let dims = t.shape().dims().to_vec();
+        if dims != [rows, cols] {
+            return Err(format_err(
+                self.path,
+                format!("{name} is {dims:?}, expected [{rows}, {cols}]"),
+            ));
+        }
+        let bad = |e: String| format_err(self.path, format!("{name}: {e}"));
+        let bytes = || t.data().map_err(|e| bad(e.to_string()));
+        match t.dtype() {
+            GgmlDType::Q5_0 => PackedMatrix::from_q5_0(rows, cols, &bytes()?),
+            GgmlDType::Q4_0 => PackedMatrix::from_q4_0(rows, cols, &bytes()?),
+            GgmlDType::Q8_0 => PackedMatrix::from_q8_0(rows, cols, &bytes()?),
+            _ => {
+                let values = t
+                    .dequantize(&Device::Cpu)
+                    .and_then(|t| t.flatten_all())
+                    .and_then(|t| t.to_vec1::<f32>())
+                    .map_err(|e| bad(e.to_string()))?;
+                PackedMatrix::from_f32(rows, cols, &values)
+            }
+        }
+        .map_err(bad)
+    }
+}
+
+impl Model {
+    /// Loads and repacks every tensor (one at a time, to bound peak memory).
+    pub fn load(path: &Path) -> Result<Model> {
+        let (content, reader) = read_content(path)?;
+        let mut hp = Hparams::from_metadata(&content.metadata).map_err(|e| format_err(path, e))?;
+        // The embedding's row count is the vocabulary the model computes
+        // over (it may exceed the tokenizer's list, e.g. padding rows).
+        if let Some(info) = content.tensor_infos.get("token_embd.weight") {
+            if let [rows, _] = info.shape.dims() {
+                hp.vocab = *rows;
+            }
+        }
+        let mut ld = Loader {
+            path,
+            content: &content,
+            reader,
+        };
+        let (d, kv) = (hp.dim, hp.kv_heads * hp.head_dim);
+        let mut embedding = ld.matrix("token_embd.weight", hp.vocab, d)?;
+        let mut output = if ld.has("output.weight") {
+            Some(ld.matrix("output.weight", hp.vocab, d)?)
+        } else {
+            None
+        };
+        // Models trained with tied embeddings (Qwen2.5-0.5B) may still ship
+        // both tensors, at two precisions. Keep one copy, the more precise:
+        // ~100–150 MB less memory, and less to stream per decoded token.
+        if let Some(out) = output.take_if(|out| same_rows(&embedding, out)) {
+            if out.bytes() >= embedding.bytes() {
+                embedding = out;
+            }
+        }
+        let mut layers = Vec::with_capacity(hp.layers);
+        for i in 0..hp.layers {
+            let n = |s: &str| format!("blk.{i}.{s}");
+            let bias = |ld: &mut Loader, s: &str, len: usize| -> Result<Option<Vec<f32>>> {
+                let name = n(s);
+                if ld.has(&name) {
+                    ld.vector(&name, len).map(Some)
+                } else {
+                    Ok(None)
+                }
+            };
+            layers.push(Layer {
+                attn_norm: ld.vector(&n("attn_norm.weight"), d)?,
+                q: ld.matrix(&n("attn_q.weight"), d, d)?,
+                k: ld.matrix(&n("attn_k.weight"), kv, d)?,
+                v: ld.matrix(&n("attn_v.weight"), kv, d)?,
+                bias_q: bias(&mut ld, "attn_q.bias", d)?,
+                bias_k: bias(&mut ld, "attn_k.bias", kv)?,
+                bias_v: bias(&mut ld, "attn_v.bias", kv)?,
+                o: ld.matrix(&n("attn_output.weight"), d, d)?,
+                ffn_norm: ld.vector(&n("ffn_norm.weight"), d)?,
+                gate: ld.matrix(&n("ffn_gate.weight"), hp.ff, d)?,
+                up: ld.matrix(&n("ffn_up.weight"), hp.ff, d)?,
+                down: ld.matrix(&n("ffn_down.weight"), d, hp.ff)?,
+            });
+        }
+        let out_norm = ld.vector("output_norm.weight", d)?;
+        let half = hp.head_dim / 2;
+        let inv_freq = (0..half)
+            .map(|i| 1.0 / hp.rope_base.powf(2.0 * i as f32 / hp.head_dim as f32))
+            .collect();
+        Ok(Model {
+            hp,
+            embedding,
+            layers,
+            out_norm,
+            output,
+            inv_freq,
+        })
+    }
+
+    /// Bytes of weights held.
+    pub fn weight_bytes(&self) -> usize {
+        let l: usize = self
+            .layers
+            .iter()
+            .map(|l| {
+                [&l.q, &l.k, &l.v, &l.o, &l.gate, &l.up, &l.down]
+                    .iter()
+                    .map(|m| m.bytes())
+                    .sum::<usize>()
+            })
+            .sum();
+        l + self.embedding.bytes() + self.output.as_ref().map_or(0, |m| m.bytes())
+    }
+
+    /// An empty cache for up to `capacity` positions (memory is committed
+    /// only as positions are written).
+    pub fn new_cache(&self, capacity: usize) -> KvCache {
+        let hp = &self.hp;
+        KvCache::new(hp.layers, hp.kv_heads, hp.head_dim, capacity)
+    }
+
+    /// Runs `tokens` at the next positions of `cache` and returns the
+    /// logits of the last one (when `logits` is set).
+    pub fn forward(
+        &self,
+        tokens: &[u32],
+        cache: &mut KvCache,
+        logits: bool,
+    ) -> Result<Option<Vec<f32>>> {
+        let hp = &self.hp;
+        let t = tokens.len();
+        if t == 0 {
+            return Ok(None);
+        }
+        if cache.len() + t > cache.capacity() {
+            return Err(Error::Model(format!(
+                "the prompt and answer need {} positions; the context holds {}",
+                cache.len() + t,
+                cache.capacity()
+            )));
+        }
+        if let Some(&bad) = tokens.iter().find(|&&id| id as usize >= hp.vocab) {
+            return Err(Error::Model(format!(
+                "token id {bad} is outside the vocabulary"
+            )));
+        }
+        let d = hp.dim;
+        let p0 = cache.len();
+        let mut x = vec![0f32; t * d];
+        for (row, &id) in x.chunks_exact_mut(d).zip(tokens) {
+            self.embedding.row(id as usize, row);
+        }
+        let mut s = Scratch::new(hp, t);
+        for (l, layer) in self.layers.iter().enumerate() {
+            self.attention_block(layer, l, cache, p0, &mut x, &mut s);
+            self.feed_forward_block(layer, &mut x, &mut s);
+        }
+        cache.advance(t);
+        if !logits {
+            return Ok(None);
+        }
+        let mut last = vec![0f32; d];
+        rms_norm(&x[(t - 1) * d..], &self.out_norm, hp.eps, &mut last);
+        let out = self.output.as_ref().unwrap_or(&self.embedding);
+        let mut logits = vec![0f32; out.rows()];
+        out.matmul(&Activations::quantise(&last, d), &mut logits);
+        Ok(Some(logits))
+    }
+
+    /// The attention half of block `l`: norm, q/k/v projections (biases,
+    /// RoPE), the new keys and values into `cache`, attention over it, the
+    /// output projection added to the residual stream `x`.
+    fn attention_block(
+        &self,
+        layer: &Layer,
+        l: usize,
+        cache: &mut KvCache,
+        p0: usize,
+        x: &mut [f32],
+        s: &mut Scratch,
+    ) {
+        let hp = &self.hp;
+        let (d, t) = (hp.dim, s.t);
+        rms_norm(x, &layer.attn_norm, hp.eps, &mut s.h);
+        let a = Activations::quantise(&s.h, d);
+        layer.q.matmul(&a, &mut s.q);
+        layer.k.matmul(&a, &mut s.k);
+        layer.v.matmul(&a, &mut s.v);
+        add_bias(&mut s.q, layer.bias_q.as_deref());
+        add_bias(&mut s.k, layer.bias_k.as_deref());
+        add_bias(&mut s.v, layer.bias_v.as_deref());
+        self.rope(&mut s.q, hp.heads, p0);
+        self.rope(&mut s.k, hp.kv_heads, p0);
+        cache.store(l, p0, hp.kv_heads, &s.k, &s.v);
+        let (keys, values) = cache.layer(l);
+        self.attention(&s.q, keys, values, cache.capacity(), p0, t, &mut s.attn);
+        layer
+            .o
+            .matmul(&Activations::quantise(&s.attn, d), &mut s.proj);
+        x.iter_mut().zip(&s.proj).for_each(|(x, p)| *x += p);
+    }
+
+    /// The feed-forward half of a block: norm, SwiGLU (`silu(gate) · up`),
+    /// the down projection added to the residual stream `x`.
+    fn feed_forward_block(&self, layer: &Layer, x: &mut [f32], s: &mut Scratch) {
+        let hp = &self.hp;
+        let d = hp.dim;
+        rms_norm(x, &layer.ffn_norm, hp.eps, &mut s.h);
+        let a = Activations::quantise(&s.h, d);
+        layer.gate.matmul(&a, &mut s.gate);
+        layer.up.matmul(&a, &mut s.up);
+        s.gate
+            .par_chunks_mut(4096)
+            .zip(s.up.par_chunks(4096))
+            .for_each(|(g, u)| {
+                for (g, u) in g.iter_mut().zip(u) {
+                    *g = *g / (1.0 + (-*g).exp()) * u;
+                }
+            });
+        layer
+            .down
+            .matmul(&Activations::quantise(&s.gate, hp.ff), &mut s.proj);
+        x.iter_mut().zip(&s.proj).for_each(|(x, p)| *x += p);
+    }
+
+    /// Rotates each head of each token by its position (`p0 + i`).
+    fn rope(&self, x: &mut [f32], heads: usize, p0: usize) {
+        let hd = self.hp.head_dim;
+        let half = hd / 2;
+        for (i, tok) in x.chunks_exact_mut(heads * hd).enumerate() {
+            let pos = (p0 + i) as f32;
+            let (sin, cos): (Vec<f32>, Vec<f32>) =
+                self.inv_freq.iter().map(|f| (pos * f).sin_cos()).unzip();
+            for head in tok.chunks_exact_mut(hd) {
+                for j in 0..half {
+                    let (a, b) = match self.hp.arch {
+                        Arch::Qwen2 => (j, j + half),
+                        Arch::Llama => (2 * j, 2 * j + 1),
+                    };
+                    let (x0, x1) = (head[a], head[b]);
+                    head[a] = x0 * cos[j] - x1 * sin[j];
+                    head[b] = x0 * sin[j] + x1 * cos[j];
+                }
+            }
+        }
+    }
+
+    /// Causal attention of `t` new queries (positions `p0..p0 + t`) over the
+    /// cache; each query head reads its group's key/value head in place.
+    #[allow(clippy::too_many_arguments)]
+    fn attention(
+        &self,
+        q: &[f32],
+        keys: &[f32],
+        values: &[f32],
+        capacity: usize,
+        p0: usize,
+        t: usize,
+        out: &mut [f32],
+    ) {
+        let hp = &self.hp;
+        let hd = hp.head_dim;
+        let group = hp.heads / hp.kv_heads;
+        let scale = 1.0 / (hd as f32).sqrt();
+        // One task per (head, query): independent, similar sizes.
+        let per_head: Vec<Vec<f32>> = (0..hp.heads)
+            .into_par_iter()
+            .map(|h| {
+                let g = h / group;
+                let k = &keys[g * capacity * hd..];
+                let v = &values[g * capacity * hd..];
+                let mut res = vec![0f32; t * hd];
+                let mut scores = Vec::with_capacity(p0 + t);
+                for i in 0..t {
+                    let qi = &q[i * hp.heads * hd + h * hd..][..hd];
+                    let n = p0 + i + 1;
+                    scores.clear();
+                    scores.extend(k[..n * hd].chunks_exact(hd).map(|kj| dot(qi, kj) * scale));
+                    let max = scores.iter().fold(f32::NEG_INFINITY, |m, &s| m.max(s));
+                    let mut sum = 0f32;
+                    for s in scores.iter_mut() {
+                        *s = (*s - max).exp();
+                        sum += *s;
+                    }
+                    let o = &mut res[i * hd..][..hd];
+                    for (s, vj) in scores.iter().zip(v[..n * hd].chunks_exact(hd)) {
+                        let w = s / sum;
+                        for (o, v) in o.iter_mut().zip(vj) {
+                            *o += w * v;
+                        }
+                    }
+                }
+                res
+            })
+            .collect();
+        for (h, res) in per_head.iter().enumerate() {
+            for i in 0..t {
+                out[i * hp.heads * hd + h * hd..][..hd].copy_from_slice(&res[i * hd..][..hd]);
+            }
+        }
+    }
+}
+
+/// Whether two `[vocab, dim]` matrices hold the same weights (up to
+/// quantisation): rows spread over the vocabulary all have cosine ≥ 0.98.
+/// Unrelated matrices are near 0.
+fn same_rows(a: &PackedMatrix, b: &PackedMatrix) -> bool {
+    if a.rows() != b.rows() || a.cols() != b.cols() {
+        return false;
+    }
+    let (mut x, mut y) = (vec![0f32; a.cols()], vec![0f32; a.cols()]);
+    (0..16).all(|i| {
+        let r = (i * 7919 + 13) * 31 % a.rows();
+        a.row(r, &mut x);
+        b.row(r, &mut y);
+        let (xx, yy) = (dot(&x, &x), dot(&y, &y));
+        xx > 0.0 && yy > 0.0 && dot(&x, &y) / (xx * yy).sqrt() >= 0.98
+    })
+}
+
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    // Eight partial sums so the compiler vectorises it.
+    let mut acc = [0f32; 8];
+    for (a, b) in a.chunks_exact(8).zip(b.chunks_exact(8)) {
+        for i in 0..8 {
+            acc[i] += a[i] * b[i];
+        }
+    }
+    let tail: f32 = a
+        .chunks_exact(8)
+        .remainder()
+        .iter()
+        .zip(b.chunks_exact(8).remainder())
+        .map(|(a, b)| a * b)
+        .sum();
+    acc.iter().sum::<f32>() + tail
+}
+
+fn rms_norm(x: &[f32], weight: &[f32], eps: f32, out: &mut [f32]) {
+    let d = weight.len();
+    for (xr, or) in x.chunks_exact(d).zip(out.chunks_exact_mut(d)) {
+        let ms = xr.iter().map(|v| v * v).sum::<f32>() / d as f32;
+        let inv = 1.0 / (ms + eps).sqrt();
+        for ((o, x), w) in or.iter_mut().zip(xr).zip(weight) {
+            *o = x * inv * w;
+        }
+    }
+}
+
+fn add_bias(x: &mut [f32], bias: Option<&[f32]>) {
+    if let Some(b) = bias {
+        for row in x.chunks_exact_mut(b.len()) {
+            row.iter_mut().zip(b).for_each(|(x, b)| *x += b);
+        }
+    }
+}

@@ -1,0 +1,112 @@
+//! The routes for operators and browsers rather than API clients:
+//! `/healthz`, `/readyz`, `/metrics`, `/admin/reload`, the chat page at
+//! `/`, and the JSON 404 for every unknown route.
+
+use std::sync::Arc;
+
+use axum::extract::State as AxumState;
+use axum::http::{header, HeaderMap, Uri};
+use axum::response::{Html, IntoResponse, Response};
+use axum::Json;
+use serde_json::{json, Value};
+
+use super::error::ApiError;
+use super::metrics::CONTENT_TYPE;
+use super::state::State;
+use crate::Kb;
+
+/// `GET /healthz`: the process is up (models may still be loading).
+pub(crate) async fn healthz() -> Json<Value> {
+    Json(json!({ "status": "ok" }))
+}
+
+/// `GET /readyz`: 200 once the index is open and the models are loaded,
+/// 503 before that and once shutdown began.
+pub(crate) async fn readyz(AxumState(state): AxumState<Arc<State>>) -> Result<Response, ApiError> {
+    if state.is_draining() {
+        return Err(ApiError::Unavailable("the server is shutting down".into()));
+    }
+    let engine = state.engine()?;
+    let m = &engine.kb.generation().manifest;
+    Ok(Json(json!({
+        "status": "ready",
+        "index": m.generation,
+        "chunks": m.chunk_count,
+        "model": engine.llm.name(),
+        "auth": state.needs_api_key(),
+    }))
+    .into_response())
+}
+
+/// `GET /metrics`, in Prometheus' text format.
+pub(crate) async fn metrics(AxumState(state): AxumState<Arc<State>>) -> Response {
+    let pool = state.pool();
+    let body = state.metrics().render(pool.queued(), pool.running());
+    ([(header::CONTENT_TYPE, CONTENT_TYPE)], body).into_response()
+}
+
+/// `POST /admin/reload` (admin key): makes the index generation that
+/// `kbqa index` last built live, without a restart. Requests running keep
+/// the generation they started with; new ones use the new one. On error
+/// the live generation stays.
+pub(crate) async fn reload(
+    AxumState(state): AxumState<Arc<State>>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    if !state.admin_enabled() {
+        return Err(ApiError::NotFound(
+            "/admin/reload (set KBQA_ADMIN_KEYS to enable it)".into(),
+        ));
+    }
+    if !state.admin_key_ok(&headers) {
+        return Err(ApiError::Unauthorized);
+    }
+    let _one_at_a_time = state.reload_guard().await;
+    let live = state.engine()?.kb;
+    let config = state.config().clone();
+    let opened = tokio::task::spawn_blocking(move || {
+        let kb = Kb::open_current(&config, &mut |_| {})?;
+        kb.share_embedder(&live);
+        if kb.generation().manifest.vector.is_some() {
+            kb.embedder()?; // loaded before it goes live, not by a request
+        }
+        Ok::<_, crate::Error>(kb)
+    })
+    .await
+    .map_err(|e| ApiError::Internal(format!("reload failed: {e}")))?
+    // Whatever failed, the server keeps serving the live index: it is the
+    // new one that is unavailable.
+    .map_err(|e| {
+        ApiError::IndexUnavailable(format!(
+            "the new index cannot be opened, the live one stays: {e}"
+        ))
+    })?;
+    let generation = opened.generation().manifest.generation.clone();
+    let chunks = opened.generation().manifest.chunk_count;
+    let previous = state
+        .replace_kb(opened)
+        .map(|kb| kb.generation().manifest.generation.clone());
+    tracing::info!(
+        from = previous.as_deref().unwrap_or("none"),
+        to = %generation,
+        chunks,
+        "index reloaded"
+    );
+    Ok(Json(json!({
+        "reloaded": previous.as_deref() != Some(generation.as_str()),
+        "index": generation,
+        "previous": previous,
+        "chunks": chunks,
+    }))
+    .into_response())
+}
+
+/// Every unknown route: a JSON 404 like every other error.
+pub(crate) async fn not_found(uri: Uri) -> ApiError {
+    ApiError::NotFound(uri.path().to_string())
+}
+
+/// `GET /`: the chat page.
+pub(crate) async fn page() -> Html<&'static str> {
+    Html(include_str!("page.html"))
+}
