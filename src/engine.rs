@@ -97,6 +97,19 @@ pub struct Generation {
     pub decode_ms: f64,
     /// The gated tokens' probability at the first step, if gated.
     pub gate_probability: Option<f32>,
+    /// The natural log of the probability the model gave each token it
+    /// wrote, in order (empty when the engine does not report them): how
+    /// sure the model was of its own text, a confidence signal.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub token_logprobs: Vec<f32>,
+}
+
+impl Generation {
+    /// The mean of [`Generation::token_logprobs`], if any were reported.
+    pub fn mean_logprob(&self) -> Option<f32> {
+        let n = self.token_logprobs.len();
+        (n > 0).then(|| self.token_logprobs.iter().sum::<f32>() / n as f32)
+    }
 }
 
 /// A chat prompt as messages, the form every backend takes: the in-process

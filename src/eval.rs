@@ -10,7 +10,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::answer::{retrieve, AskOptions, Question, Refusal, Retrieved};
+use crate::answer::{retrieve, Answer, AskOptions, Question, Refusal, Retrieved, Signals, Status};
 use crate::engine::Generator;
 use crate::error::{Error, IoContext, Result};
 use crate::kb::Kb;
@@ -268,8 +268,19 @@ pub struct AnswerMetrics {
     pub answer_accuracy: f64,
     /// Out-of-scope questions refused.
     pub refusal_accuracy: f64,
-    /// In-scope questions refused.
+    /// In-scope questions refused (a `not_sure` answer is not a refusal).
     pub false_refusals: f64,
+    /// In-scope questions answered (asserted) and wrong: the failure that
+    /// costs a reader's trust.
+    #[serde(default)]
+    pub confidently_wrong: f64,
+    /// In-scope questions answered `not_sure`.
+    #[serde(default)]
+    pub not_sure: f64,
+    /// Of the `not_sure` answers to in-scope questions, the share whose
+    /// quoted evidence holds the answer (every keyword group).
+    #[serde(default)]
+    pub not_sure_evidence_holds: f64,
     /// Citations (of grounded in-scope answers) whose passage holds the answer.
     pub citation_precision: f64,
     /// Median time per question.
@@ -287,8 +298,25 @@ pub struct AnswerOutcome {
     pub lang: String,
     /// Whether the knowledge base holds the answer.
     pub in_scope: bool,
-    /// The answer was grounded.
+    /// The answer was grounded (asserted: status `answered`).
     pub grounded: bool,
+    /// Answered, not sure, or refused.
+    #[serde(default)]
+    pub status: Status,
+    /// The answer's calibrated confidence.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub confidence: Option<f32>,
+    /// What the confidence was computed from (for fitting its weights).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signals: Option<Signals>,
+    /// Whether the checked answer (asserted or not) holds every keyword
+    /// group: what the confidence must predict. `None` when refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checked_correct: Option<bool>,
+    /// Whether the first, and the first three, sentences of the first
+    /// cited passage ranked by the question hold every keyword group.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub question_evidence: Option<(bool, bool)>,
     /// In scope, grounded, and every keyword group is in the answer.
     pub correct: bool,
     /// Citations given, and how many of them hold the answer.
@@ -411,38 +439,7 @@ pub fn evaluate_answers(
         } else {
             crate::answer::ask(kb, generator, &question, opts, &mut |_| true)?
         };
-        let missing = if a.grounded {
-            missing_keywords(&item.keywords, &a.answer)
-        } else {
-            item.keywords.clone()
-        };
-        let good_citations = a
-            .citations
-            .iter()
-            .filter(|c| {
-                by_id
-                    .get(c.chunk_id.as_str())
-                    .is_some_and(|t| item.holds_answer(t))
-            })
-            .count();
-        let outcome = AnswerOutcome {
-            id: item.id.clone(),
-            lang: item.lang.clone(),
-            in_scope: item.in_scope,
-            grounded: a.grounded,
-            correct: item.in_scope && a.grounded && missing.is_empty(),
-            citations: a.citations.len(),
-            good_citations,
-            missing,
-            answer: a.answer,
-            ms: a.timings.total_ms,
-            completion_tokens: a.usage.completion_tokens,
-            refusal_score: a.refusal_score,
-            refusal: a.refusal,
-            model_text: a.model_text,
-            written: a.written,
-            passages: a.passages.iter().map(|p| p.chunk_id.clone()).collect(),
-        };
+        let outcome = judge(item, a, &by_id);
         progress(i, &outcome);
         outcomes.push(outcome);
     }
@@ -455,6 +452,68 @@ pub fn evaluate_answers(
     })
 }
 
+/// How `a` fares on `item`; `by_id` gives a chunk's text.
+fn judge(
+    item: &EvalItem,
+    a: Answer,
+    by_id: &std::collections::HashMap<&str, &str>,
+) -> AnswerOutcome {
+    let missing = if a.grounded {
+        missing_keywords(&item.keywords, &a.answer)
+    } else {
+        item.keywords.clone()
+    };
+    let holds = |text: &str| item.in_scope && missing_keywords(&item.keywords, text).is_empty();
+    let checked_correct = match a.status {
+        Status::Answered => Some(holds(&a.answer)),
+        Status::NotSure => Some(holds(a.model_text.as_deref().unwrap_or(""))),
+        Status::Refused => None,
+    };
+    let question_evidence = a.citations.first().filter(|_| item.in_scope).map(|c| {
+        let top = |n: usize| {
+            c.on_question
+                .iter()
+                .take(n)
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        (holds(&top(1)), holds(&top(3)))
+    });
+    let good_citations = a
+        .citations
+        .iter()
+        .filter(|c| {
+            by_id
+                .get(c.chunk_id.as_str())
+                .is_some_and(|t| item.holds_answer(t))
+        })
+        .count();
+    AnswerOutcome {
+        id: item.id.clone(),
+        lang: item.lang.clone(),
+        in_scope: item.in_scope,
+        grounded: a.grounded,
+        status: a.status,
+        confidence: a.confidence,
+        signals: a.signals,
+        checked_correct,
+        question_evidence,
+        correct: item.in_scope && a.grounded && missing.is_empty(),
+        citations: a.citations.len(),
+        good_citations,
+        missing,
+        ms: a.timings.total_ms,
+        completion_tokens: a.usage.completion_tokens,
+        refusal_score: a.refusal_score,
+        refusal: a.refusal,
+        model_text: a.model_text,
+        written: a.written,
+        passages: a.passages.iter().map(|p| p.chunk_id.clone()).collect(),
+        answer: a.answer,
+    }
+}
+
 fn answer_metrics(group: &[&AnswerOutcome]) -> AnswerMetrics {
     let ratio = |n: usize, d: usize| if d == 0 { 0.0 } else { n as f64 / d as f64 };
     let ins: Vec<&&AnswerOutcome> = group.iter().filter(|o| o.in_scope).collect();
@@ -465,6 +524,11 @@ fn answer_metrics(group: &[&AnswerOutcome]) -> AnswerMetrics {
         .filter(|o| o.grounded)
         .map(|o| o.good_citations)
         .sum();
+    let unsure: Vec<&&AnswerOutcome> = ins
+        .iter()
+        .filter(|o| o.status == Status::NotSure)
+        .copied()
+        .collect();
     let mut times: Vec<f64> = group.iter().map(|o| o.ms).collect();
     times.sort_by(f64::total_cmp);
     AnswerMetrics {
@@ -472,26 +536,49 @@ fn answer_metrics(group: &[&AnswerOutcome]) -> AnswerMetrics {
         out_of_scope: outs.len(),
         answer_accuracy: ratio(ins.iter().filter(|o| o.correct).count(), ins.len()),
         refusal_accuracy: ratio(outs.iter().filter(|o| !o.grounded).count(), outs.len()),
-        false_refusals: ratio(ins.iter().filter(|o| !o.grounded).count(), ins.len()),
+        false_refusals: ratio(
+            ins.iter().filter(|o| o.status == Status::Refused).count(),
+            ins.len(),
+        ),
+        confidently_wrong: ratio(
+            ins.iter()
+                .filter(|o| o.status == Status::Answered && !o.correct)
+                .count(),
+            ins.len(),
+        ),
+        not_sure: ratio(unsure.len(), ins.len()),
+        not_sure_evidence_holds: ratio(
+            unsure.iter().filter(|o| quote_holds(o)).count(),
+            unsure.len(),
+        ),
         citation_precision: ratio(good, cited),
         p50_ms: times.get(times.len() / 2).copied().unwrap_or(0.0),
         mean_completion_tokens: ratio(group.iter().map(|o| o.completion_tokens).sum(), group.len()),
     }
 }
 
+/// Whether a `not_sure` answer's quote (the first cited passage's
+/// sentence that best answers the question) holds every keyword group.
+fn quote_holds(o: &AnswerOutcome) -> bool {
+    o.question_evidence.is_some_and(|(top1, _)| top1)
+}
+
 impl AnswerReport {
     /// A Markdown table: overall and per language.
     pub fn to_markdown(&self) -> String {
         let mut s = String::from(
-            "| model | group | in scope | out of scope | answer accuracy | refusal accuracy | false refusals | citation precision | p50 s | tokens/answer |\n|---|---|---|---|---|---|---|---|---|---|\n",
+            "| model | group | in scope | out of scope | answer accuracy | confidently wrong | not sure (evidence holds) | refusal accuracy | false refusals | citation precision | p50 s | tokens/answer |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n",
         );
         let row = |s: &mut String, group: &str, m: &AnswerMetrics| {
             s.push_str(&format!(
-                "| {} | {group} | {} | {} | {:.3} | {:.3} | {:.3} | {:.3} | {:.1} | {:.0} |\n",
+                "| {} | {group} | {} | {} | {:.3} | {:.3} | {:.3} ({:.2}) | {:.3} | {:.3} | {:.3} | {:.1} | {:.0} |\n",
                 self.model,
                 m.in_scope,
                 m.out_of_scope,
                 m.answer_accuracy,
+                m.confidently_wrong,
+                m.not_sure,
+                m.not_sure_evidence_holds,
                 m.refusal_accuracy,
                 m.false_refusals,
                 m.citation_precision,

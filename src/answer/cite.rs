@@ -3,6 +3,7 @@
 
 use super::check::Checked;
 use super::citations::strip_markers;
+use super::focus::sentence_scores;
 use super::prompt::Shown;
 use super::support::units;
 use super::types::Citation;
@@ -31,9 +32,37 @@ pub(super) fn citations(
                 text: shown.text.clone(),
                 score: hit.score,
                 evidence: evidence(&checked.text, question, &shown.text, embedder),
+                on_question: on_question(question, &shown.text, embedder, 3),
                 inferred: checked.inferred || checked.added.contains(&n),
             }
         })
+        .collect()
+}
+
+/// The `keep` sentences of `passage` that best answer `question`, best
+/// first: ranked as the focus stage ranks them (e5 cosine plus shared
+/// words), so the evidence a reader sees is chosen by the question, not
+/// by the model's possibly wrong answer. Empty without an embedder.
+fn on_question(
+    question: &str,
+    passage: &str,
+    embedder: Option<&dyn Embedder>,
+    keep: usize,
+) -> Vec<String> {
+    let sents: Vec<&str> = sentences(passage, 0, passage.len())
+        .into_iter()
+        .map(|(s, e)| passage[s..e].trim())
+        .filter(|s| s.chars().filter(|c| c.is_alphanumeric()).count() >= 4)
+        .collect();
+    let Some(scores) = embedder.and_then(|e| sentence_scores(&[question], &sents, e)) else {
+        return Vec::new();
+    };
+    let mut order: Vec<usize> = (0..sents.len()).collect();
+    order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]));
+    order
+        .into_iter()
+        .take(keep)
+        .map(|i| sents[i].to_string())
         .collect()
 }
 

@@ -72,7 +72,11 @@ fn focus<'h>(
 /// translation, if any): e5 cosine plus [`FOCUS_WORDS`] times the share of
 /// the query's words it holds; the better score counts, so a sentence in
 /// either language can win.
-fn sentence_scores(queries: &[&str], sents: &[&str], embedder: &dyn Embedder) -> Option<Vec<f32>> {
+pub(super) fn sentence_scores(
+    queries: &[&str],
+    sents: &[&str],
+    embedder: &dyn Embedder,
+) -> Option<Vec<f32>> {
     let queries: Vec<(Vec<f32>, HashSet<String>)> = queries
         .iter()
         .map(|q| Some((embedder.embed_query(q).ok()?, units(q))))

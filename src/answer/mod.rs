@@ -52,6 +52,7 @@
 pub mod check;
 pub mod citations;
 mod cite;
+pub mod confidence;
 mod focus;
 mod generate;
 mod language;
@@ -73,7 +74,7 @@ pub use self::question::Question;
 pub use self::rules::unsupported_specifics;
 pub use self::support::{support, Support, CITED_OVERLAP, TRANSLATED_OVERLAP};
 pub use self::types::{
-    refusal_text, Answer, Citation, Passage, Refusal, Timings, Usage, NOT_IN_KB,
+    refusal_text, Answer, Citation, Passage, Refusal, Signals, Status, Timings, Usage, NOT_IN_KB,
 };
 pub use crate::text::Lang;
 
@@ -156,6 +157,9 @@ pub fn answer_from(
         refusal_score: None,
         model_text: None,
         written: None,
+        status: Status::Refused,
+        confidence: None,
+        signals: None,
         usage: Usage::default(),
         timings: Timings {
             retrieve_ms: ms(start),
@@ -237,6 +241,9 @@ fn finish(
     };
     answer.citations = tracing::debug_span!("cite")
         .in_scope(|| cite::citations(&checked, given, question.text(), models.embedder));
+    let signals = confidence::signals(&generated.generation, &checked, question.text(), &shown);
+    answer.signals = Some(signals);
+    answer.confidence = confidence::confidence(&signals, &opts.confidence);
     // A supported but uncited answer gets its marker, so the text itself
     // always says where it comes from (and streamed text stays the answer).
     // Re-cited text no longer matches what was streamed; callers that
@@ -248,17 +255,57 @@ fn finish(
     // the small model often answers an English question in Chinese (it
     // copies). Checked as written, such an answer is then translated.
     let lang = question.lang();
-    answer.answer =
-        match language::in_language(&checked, question.text(), lang, &shown, models, opts)? {
-            Some(t) => {
-                answer.written = Some(checked.text);
-                t
-            }
-            None => checked.text,
-        };
+    let translated = tracing::debug_span!("language").in_scope(|| {
+        language::in_language(&checked, question.text(), lang, &shown, models, opts)
+    })?;
+    answer.answer = match translated {
+        Some(t) => {
+            answer.written = Some(checked.text);
+            t
+        }
+        None => checked.text,
+    };
+    let threshold = opts.confidence.threshold;
+    if answer
+        .confidence
+        .is_some_and(|c| c < threshold || threshold >= 1.0)
+    {
+        return Ok(not_sure(answer, start));
+    }
     answer.grounded = true;
+    answer.status = Status::Answered;
     answer.timings.total_ms = ms(start);
     Ok(answer)
+}
+
+/// A checked answer that is not sure enough to assert: the model's text is
+/// kept as [`Answer::model_text`], and the answer quotes the sentence of
+/// its first cited passage that best answers the question, so a reader
+/// sees the evidence without a claim built on it.
+fn not_sure(mut answer: Answer, start: Instant) -> Answer {
+    let quote = answer.citations.first().and_then(|c| {
+        let s = c.on_question.first().or(c.evidence.first())?;
+        Some((c.n, s.clone()))
+    });
+    answer.model_text = Some(std::mem::take(&mut answer.answer));
+    answer.answer = match (quote, answer.language) {
+        (Some((n, s)), Lang::Zh) => format!("{}「{s}」[{n}]", not_sure_text(Lang::Zh)),
+        (Some((n, s)), Lang::En) => format!("{} \"{s}\" [{n}]", not_sure_text(Lang::En)),
+        (None, lang) => refusal_text(lang).to_string(),
+    };
+    answer.citations.truncate(1);
+    answer.grounded = false;
+    answer.status = Status::NotSure;
+    answer.timings.total_ms = ms(start);
+    answer
+}
+
+/// The sentence that opens a `not_sure` answer, before the quoted evidence.
+pub fn not_sure_text(lang: Lang) -> &'static str {
+    match lang {
+        Lang::Zh => "我不确定答案。知识库中与这个问题最相关的内容是：",
+        Lang::En => "I am not sure of the answer. The closest the knowledge base comes is:",
+    }
 }
 
 /// The passages as numbered in the prompt.
@@ -310,6 +357,7 @@ fn refuse(
 ) -> Answer {
     answer.answer = refusal_text(answer.language).to_string();
     answer.grounded = false;
+    answer.status = Status::Refused;
     answer.refusal = Some(why);
     answer.citations.clear();
     if answer.timings.first_token_ms.is_none() {

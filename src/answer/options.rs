@@ -3,7 +3,7 @@
 //! OpenAI endpoint and Slack, so a setting means the same in each and is
 //! checked in one place.
 
-use crate::config::{Config, PromptStyle};
+use crate::config::{ConfidenceConfig, Config, PromptStyle};
 use crate::engine::SamplingParams;
 use crate::error::{Error, Result};
 use crate::retrieve::{SearchMode, MAX_K};
@@ -40,6 +40,9 @@ pub struct AskOptions {
     /// Search with the question's translation too when it is not in the
     /// knowledge base's main language ([`super::translate`]).
     pub translate: bool,
+    /// How an answer's confidence is computed, and the threshold below
+    /// which it is `not_sure`.
+    pub confidence: ConfidenceConfig,
 }
 
 /// What a request may change of the configured options (`None`: as
@@ -68,6 +71,8 @@ pub struct AskOverrides {
     pub focus: Option<usize>,
     /// See [`AskOptions::translate`].
     pub translate: Option<bool>,
+    /// The confidence below which an answer is `not_sure`.
+    pub confidence_threshold: Option<f32>,
 }
 
 impl AskOptions {
@@ -96,6 +101,10 @@ impl AskOptions {
             cited_support_cosine: a.cited_support_cosine,
             focus: o.focus.unwrap_or(a.focus),
             translate: o.translate.unwrap_or(a.translate),
+            confidence: ConfidenceConfig {
+                threshold: o.confidence_threshold.unwrap_or(a.confidence.threshold),
+                ..a.confidence.clone()
+            },
         };
         opts.check(a.context)?;
         Ok(opts)
@@ -121,6 +130,11 @@ impl AskOptions {
         }
         if !(s.top_p > 0.0 && s.top_p <= 1.0) {
             return Err(Error::InvalidOption("top_p must be in (0, 1]".into()));
+        }
+        if !(0.0..=1.0).contains(&self.confidence.threshold) {
+            return Err(Error::InvalidOption(
+                "the confidence threshold must be between 0 and 1".into(),
+            ));
         }
         Ok(())
     }

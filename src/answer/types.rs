@@ -40,6 +40,11 @@ pub struct Citation {
     pub score: f32,
     /// Sentences of the passage, verbatim, that best support the answer.
     pub evidence: Vec<String>,
+    /// Sentences of the passage, verbatim, that best answer the
+    /// *question* (e5 and shared words), best first: a reader sees the
+    /// fact even when the answer's phrasing is off.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub on_question: Vec<String>,
     /// True when the model did not cite it (or cited a passage that does
     /// not back the answer) and the support check found it.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -80,6 +85,42 @@ pub enum Refusal {
     /// The question asks for a year or a count and the answer states none
     /// (a passage about the topic, copied, is not an answer to "哪一年").
     Unanswered,
+}
+
+/// What became of a question.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// A checked answer, asserted with its citations.
+    Answered,
+    /// The checks passed but the confidence is below the threshold: the
+    /// answer is not asserted; the evidence sentence is quoted instead.
+    NotSure,
+    /// No answer: the knowledge base does not hold one, or the model's
+    /// text failed the checks.
+    #[default]
+    Refused,
+}
+
+/// The signals an answer's confidence is computed from, recorded so the
+/// weights can be fitted (`tests/eval/calibrate.py`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Signals {
+    /// Mean natural-log probability of the tokens the model wrote.
+    pub mean_logprob: Option<f32>,
+    /// The least likely token's log-probability.
+    pub min_logprob: Option<f32>,
+    /// The model's probability of starting with `NOT_IN_KB`.
+    pub refusal_score: Option<f32>,
+    /// Share of what the answer adds to the question that its cited
+    /// passages hold (words and Chinese bigrams).
+    pub overlap: Option<f32>,
+    /// The checks chose the citation (the model cited nothing, or a
+    /// passage that does not back the answer).
+    pub inferred: bool,
+    /// The number of the first cited passage in the prompt (1 = the best
+    /// ranked).
+    pub first_cited: usize,
 }
 
 /// Time spent per stage, in milliseconds.
@@ -131,8 +172,21 @@ pub struct Answer {
     /// passage that does, and an answer in the other language than the
     /// question's is replaced by its checked translation.
     pub answer: String,
-    /// Whether the answer is backed by cited passages.
+    /// Whether the answer is backed by cited passages and asserted (only
+    /// when `status` is `answered`).
     pub grounded: bool,
+    /// Answered, not sure (the evidence is quoted instead of an answer), or
+    /// refused.
+    #[serde(default)]
+    pub status: Status,
+    /// How likely the answer is right, in [0, 1]: the calibrated
+    /// combination of [`Answer::signals`] (`answer.confidence`). Below the
+    /// threshold kbqa does not assert the answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub confidence: Option<f32>,
+    /// What the confidence was computed from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signals: Option<Signals>,
     /// The question's (and answer's) language.
     pub language: Lang,
     /// Why it is not grounded.

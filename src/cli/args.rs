@@ -151,6 +151,9 @@ pub struct GenArgs {
     /// Search with the question's translation too when it is not in the knowledge base's main language [default: answer.translate, false].
     #[arg(long, value_name = "BOOL")]
     pub translate: Option<bool>,
+    /// Answers less sure than this are "not sure": the evidence is quoted instead [default: answer.confidence.threshold].
+    #[arg(long, value_name = "P")]
+    pub confidence_threshold: Option<f32>,
 }
 
 /// `kbqa models …`.
@@ -307,6 +310,11 @@ impl GenArgs {
             ),
             ("--focus", "answer.focus", text(&self.focus)),
             ("--translate", "answer.translate", text(&self.translate)),
+            (
+                "--confidence-threshold",
+                "answer.confidence.threshold",
+                text(&self.confidence_threshold),
+            ),
         ])
     }
 }

@@ -5,7 +5,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use kbqa::answer::{AskOptions, AskOverrides, Question};
+use kbqa::answer::{AskOptions, AskOverrides, Question, Status};
 use kbqa::config::Backend;
 use kbqa::kb::IndexOutcome;
 use kbqa::models::fetch;
@@ -113,12 +113,14 @@ pub fn eval_answers(config: &Config, e: EvalAnswers) -> anyhow::Result<()> {
     let total = items.len();
     let r =
         kbqa::eval::evaluate_answers(&kb, llm.as_ref(), &items, &opts, e.oracle, &mut |i, o| {
-            let verdict = match (o.in_scope, o.grounded, o.correct) {
-                (true, true, true) => "ok",
-                (true, true, false) => "WRONG",
-                (true, false, _) => "REFUSED",
-                (false, false, _) => "ok (refused)",
-                (false, true, _) => "ANSWERED",
+            let verdict = match (o.in_scope, o.status, o.correct) {
+                (true, Status::Answered, true) => "ok",
+                (true, Status::Answered, false) => "WRONG",
+                (true, Status::NotSure, _) => "NOT SURE",
+                (true, Status::Refused, _) => "REFUSED",
+                (false, Status::Answered, _) => "ANSWERED",
+                (false, Status::NotSure, _) => "ok (not sure)",
+                (false, Status::Refused, _) => "ok (refused)",
             };
             eprintln!(
                 "[{}/{total}] {} {verdict} ({:.1} s): {}",

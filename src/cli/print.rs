@@ -4,7 +4,7 @@
 
 use std::io::Write;
 
-use kbqa::answer::{Answer, Lang, Refusal};
+use kbqa::answer::{Answer, Lang, Refusal, Status};
 use kbqa::index::BuildEvent;
 use kbqa::kb::OpenEvent;
 use kbqa::models::fetch::FetchEvent;
@@ -14,6 +14,17 @@ use kbqa::text::snippet;
 /// streamed text failed the grounding checks — a retraction.
 pub fn answer(out: &mut impl Write, a: &Answer, streamed: &str) -> std::io::Result<()> {
     writeln!(out)?;
+    if a.status == Status::NotSure {
+        let sure = a
+            .confidence
+            .map_or(String::new(), |c| format!(" (confidence {c:.2})"));
+        writeln!(
+            out,
+            "\n[not sure{sure}: the answer above is not asserted — disregard it]"
+        )?;
+        writeln!(out, "{}", a.answer)?;
+        return sources(out, a);
+    }
     if !a.grounded {
         if streamed.trim() != a.answer {
             let why = match a.refusal {
@@ -42,6 +53,12 @@ pub fn answer(out: &mut impl Write, a: &Answer, streamed: &str) -> std::io::Resu
         )?;
         writeln!(out, "{}", a.answer)?;
     }
+    sources(out, a)
+}
+
+/// The cited passages, with the sentences that back the answer and (when
+/// they differ) those that best answer the question.
+fn sources(out: &mut impl Write, a: &Answer) -> std::io::Result<()> {
     writeln!(out, "\nSources:")?;
     for c in &a.citations {
         let how = if c.inferred {
@@ -52,6 +69,9 @@ pub fn answer(out: &mut impl Write, a: &Answer, streamed: &str) -> std::io::Resu
         writeln!(out, "  [{}] {} › {}{how}", c.n, c.source, c.section)?;
         for e in &c.evidence {
             writeln!(out, "      “{}”", snippet(e, 200))?;
+        }
+        if let Some(q) = c.on_question.first().filter(|q| !c.evidence.contains(q)) {
+            writeln!(out, "      on the question: “{}”", snippet(q, 200))?;
         }
     }
     Ok(())

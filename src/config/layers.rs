@@ -60,6 +60,7 @@ pub const ENV: &[(&str, &str)] = &[
     ("FOCUS", "answer.focus"),
     ("TRANSLATE", "answer.translate"),
     ("CONTEXT", "answer.context"),
+    ("CONFIDENCE_THRESHOLD", "answer.confidence.threshold"),
     ("K", "search.k"),
     ("MAX_GLOSSARY_HITS", "search.max_glossary_hits"),
     ("MODE", "search.mode"),

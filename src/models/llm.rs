@@ -300,12 +300,14 @@ impl Llm {
         let mut finish = Finish::Length;
         let hold = params.stop.iter().map(|s| s.len()).max().unwrap_or(0);
         let gate_probability = params.gate.as_ref().map(|g| apply_gate(g, &mut logits));
+        let mut token_logprobs = Vec::new();
         while ids.len() < params.max_new_tokens {
             let next = sample(&logits, params, &mut rng);
             if self.tokenizer.stop_ids.contains(&next) {
                 finish = Finish::Stop;
                 break;
             }
+            token_logprobs.push(logprob(&logits, next));
             ids.push(next);
             text = self.tokenizer.decode(&ids)?;
             if let Some(at) = params
@@ -347,6 +349,7 @@ impl Llm {
             prefill_ms,
             decode_ms: decode_start.elapsed().as_secs_f64() * 1e3,
             gate_probability,
+            token_logprobs,
         })
     }
 }
@@ -383,6 +386,16 @@ impl Generator for Llm {
         }
         self.generate_tokens(&prefix, &rest, &params, on_text)
     }
+}
+
+/// The natural log of the probability `logits` give `token` (a
+/// log-softmax at one index; excluded tokens are at minus infinity).
+fn logprob(logits: &[f32], token: u32) -> f32 {
+    let max = logits.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+    let total: f32 = logits.iter().map(|&v| (v - max).exp()).sum();
+    logits
+        .get(token as usize)
+        .map_or(f32::NEG_INFINITY, |&v| v - max - total.ln())
 }
 
 /// How much of `text` may be shown: all but an incomplete character at
@@ -470,6 +483,17 @@ fn sample(logits: &[f32], params: &SamplingParams, rng: &mut Rng) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_token_logprob_is_its_log_softmax() {
+        let logits = [0.0f32, 1.0, 2.0];
+        let z: f32 = logits.iter().map(|v| v.exp()).sum();
+        for t in 0..3 {
+            let want = (logits[t].exp() / z).ln();
+            assert!((logprob(&logits, t as u32) - want).abs() < 1e-6);
+        }
+        assert_eq!(logprob(&logits, 9), f32::NEG_INFINITY);
+    }
 
     #[test]
     fn greedy_is_argmax_and_sampling_is_seeded() {

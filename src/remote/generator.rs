@@ -74,8 +74,10 @@ impl OpenAiGenerator {
         if !params.stop.is_empty() {
             body["stop"] = json!(params.stop);
         }
+        // Every token's log-probability is a confidence signal; the gate
+        // needs the first token's alternatives too.
+        body["logprobs"] = json!(true);
         if logprobs {
-            body["logprobs"] = json!(true);
             body["top_logprobs"] = json!(TOP_LOGPROBS);
         }
         if !banned.is_empty() {
@@ -135,24 +137,8 @@ impl OpenAiGenerator {
                 continue;
             }
             let first = reply.first_text.unwrap_or_else(Instant::now);
-            let prompt_tokens = reply
-                .usage
-                .as_ref()
-                .and_then(|u| u.get("prompt_tokens"))
-                .and_then(Value::as_u64)
-                .map_or_else(|| self.estimate_prompt(prompt), |n| n as usize);
-            let cached = reply
-                .usage
-                .as_ref()
-                .and_then(|u| u.pointer("/prompt_tokens_details/cached_tokens"))
-                .and_then(Value::as_u64)
-                .unwrap_or(0) as usize;
-            let generated = reply
-                .usage
-                .as_ref()
-                .and_then(|u| u.get("completion_tokens"))
-                .and_then(Value::as_u64)
-                .map_or(reply.pieces, |n| n as usize);
+            let (prompt_tokens, cached, generated) = reply.counts();
+            let prompt_tokens = prompt_tokens.unwrap_or_else(|| self.estimate_prompt(prompt));
             return Ok(Generation {
                 text: reply.text,
                 finish: match outcome {
@@ -165,6 +151,7 @@ impl OpenAiGenerator {
                 prefill_ms: first.duration_since(start).as_secs_f64() * 1e3,
                 decode_ms: first.elapsed().as_secs_f64() * 1e3,
                 gate_probability,
+                token_logprobs: reply.token_logprobs,
             });
         }
     }
@@ -270,6 +257,7 @@ fn cancelled(start: Instant, gate_probability: Option<f32>) -> Generation {
         prefill_ms: start.elapsed().as_secs_f64() * 1e3,
         decode_ms: 0.0,
         gate_probability,
+        token_logprobs: Vec::new(),
     }
 }
 
@@ -367,6 +355,8 @@ struct Reply<'g, 'f> {
     usage: Option<Value>,
     gate_probability: Option<f32>,
     gate_checked: bool,
+    /// The log-probability of each token of the reply, as the server sent them.
+    token_logprobs: Vec<f32>,
 }
 
 impl<'g, 'f> Reply<'g, 'f> {
@@ -381,7 +371,25 @@ impl<'g, 'f> Reply<'g, 'f> {
             usage: None,
             gate_probability: None,
             gate_checked: false,
+            token_logprobs: Vec::new(),
         }
+    }
+
+    /// Prompt tokens (if the server said), of those cached, and generated
+    /// tokens (counted as pieces if the server did not say), from `usage`.
+    fn counts(&self) -> (Option<usize>, usize, usize) {
+        let get = |pointer: &str| {
+            self.usage
+                .as_ref()
+                .and_then(|u| u.pointer(pointer))
+                .and_then(Value::as_u64)
+                .map(|n| n as usize)
+        };
+        (
+            get("/prompt_tokens"),
+            get("/prompt_tokens_details/cached_tokens").unwrap_or(0),
+            get("/completion_tokens").unwrap_or(self.pieces),
+        )
     }
 
     /// Takes one completion (`field` = "message") or chunk ("delta").
@@ -416,6 +424,17 @@ impl<'g, 'f> Reply<'g, 'f> {
             if piece.is_some() {
                 self.gate_checked = true;
             }
+        }
+        if let Some(content) = choice
+            .pointer("/logprobs/content")
+            .and_then(Value::as_array)
+        {
+            self.token_logprobs.extend(
+                content
+                    .iter()
+                    .filter_map(|t| t.get("logprob").and_then(Value::as_f64))
+                    .map(|lp| lp as f32),
+            );
         }
         if let Some(piece) = piece {
             self.first_text.get_or_insert_with(Instant::now);

@@ -26,7 +26,7 @@ use super::error::ApiError;
 use super::pool::Cancel;
 use super::service::{admit, event_stream, finished, run_answer, ApiJson, Progress, MODEL};
 use super::state::State;
-use crate::answer::{Answer, AskOptions, AskOverrides, Question};
+use crate::answer::{Answer, AskOptions, AskOverrides, Question, Status};
 use crate::engine::Finish;
 
 /// The request; fields OpenAI defines and kbqa does not use are accepted
@@ -163,6 +163,8 @@ fn extension(a: &Answer) -> Value {
     json!({
         "question": a.question,
         "grounded": a.grounded,
+        "status": a.status,
+        "confidence": a.confidence,
         "refusal": a.refusal,
         "citations": a.citations,
         "passages": a.passages,
@@ -341,7 +343,9 @@ fn stream(rx: mpsc::Receiver<Progress>, completion: Completion) -> Response {
 /// final answer after a note. Text that failed the checks after it was
 /// streamed cannot be taken back in this protocol, so the text says so.
 fn last_delta(streamed: &str, a: &Answer) -> Value {
-    if !a.grounded && streamed.trim() != a.answer {
+    if a.status == Status::NotSure {
+        json!({ "content": format!("\n\n[not sure: the text above is not asserted] {}", a.answer) })
+    } else if !a.grounded && streamed.trim() != a.answer {
         json!({ "content": format!("\n\n[withdrawn: not supported by the knowledge base] {}", a.answer) })
     } else if a.written.is_some() {
         json!({ "content": format!("\n\n[translated] {}", a.answer) })

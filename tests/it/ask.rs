@@ -43,6 +43,15 @@ fn kb_and_llm() -> &'static (Kb, Llm) {
     })
 }
 
+/// The default options with the confidence threshold at 0: these tests
+/// assert what the checks do, whatever the calibrated confidence makes of
+/// an answer (the confidence tests set their own threshold).
+fn checks_only() -> AskOptions {
+    let mut o = AskOptions::default();
+    o.confidence.threshold = 0.0;
+    o
+}
+
 /// The shipped index's query embedder.
 fn embedder() -> &'static dyn Embedder {
     static E: OnceLock<std::sync::Arc<dyn Embedder>> = OnceLock::new();
@@ -72,7 +81,7 @@ fn ask(
 
 fn answer(question: &str) -> Answer {
     let (kb, llm) = kb_and_llm();
-    ask(kb, llm, question, &AskOptions::default(), &mut |_| true).expect("ask")
+    ask(kb, llm, question, &checks_only(), &mut |_| true).expect("ask")
 }
 
 fn chunk_text(id: &str) -> String {
@@ -125,7 +134,7 @@ fn focus_shows_the_model_only_the_sentences_closest_to_the_question() {
     let with = |focus| {
         let opts = AskOptions {
             focus,
-            ..AskOptions::default()
+            ..checks_only()
         };
         ask(kb, llm, q, &opts, &mut |_| true).expect("ask")
     };
@@ -160,7 +169,7 @@ fn focus_shows_the_model_only_the_sentences_closest_to_the_question() {
 #[test]
 fn a_citation_of_the_wrong_passage_is_moved_to_the_one_that_holds_the_fact() {
     kb_and_llm();
-    let opts = AskOptions::default();
+    let opts = checks_only();
     let glossary = "昇腾910B (Ascend 910B / 华为昇腾910B)\n昇腾910B是华为推出的AI训练芯片,文章把它归入国产GPU。";
     let article = "目前国产GPU性能相对更好的应该是华为的昇腾910B,计算性能也只是280TFLOPS。";
     let shown = [glossary, article];
@@ -242,7 +251,7 @@ fn a_copied_passage_that_skips_the_year_asked_for_is_refused() {
     // Every word is in the passage, so it is "supported" — but it does not
     // say which year, which is all the question asks.
     kb_and_llm();
-    let opts = AskOptions::default();
+    let opts = checks_only();
     let passage = "通义千问 (Qwen)\n通义千问是阿里云推出的大语言模型,其开源系列名为Qwen,有Qwen-7B、Qwen-14B等不同参数规模。";
     let copied = "通义千问是阿里云推出的大语言模型,其开源系列名为Qwen,有Qwen-7B、Qwen-14B等不同参数规模[1]。";
     let r = kbqa::answer::check(
@@ -291,7 +300,7 @@ fn the_910b_answer_cites_the_passage_its_number_comes_from() {
 #[test]
 fn an_english_answer_from_chinese_passages_is_checked_in_translation() {
     let (_, llm) = kb_and_llm();
-    let opts = AskOptions::default();
+    let opts = checks_only();
     let passage = "预训练就是让机器自己学习大量的资料。这里学的知识一般都是一些通用知识,比如chatGPT学的内容就包括维基百科、图书、杂志期刊、链接(高浏览网络内容)、网页内容、github代码这些。";
     let other = "GPU可以理解是CPU的演进,原本它是专为处理图形计算而设计的芯片。";
     let shown = [other, passage];
@@ -470,7 +479,7 @@ fn injected_instructions_in_a_document_change_nothing() {
         &kb,
         llm,
         "机房的备用电源能供电多久？",
-        &AskOptions::default(),
+        &checks_only(),
         &mut |_| true,
     )
     .unwrap();
@@ -483,17 +492,11 @@ fn streamed_text_is_the_answer_and_a_refusal_never_streams_the_marker() {
     let (kb, llm) = kb_and_llm();
     let mut streamed = String::new();
     let mut pieces = 0;
-    let a = ask(
-        kb,
-        llm,
-        "什么是RLHF？",
-        &AskOptions::default(),
-        &mut |p| {
-            streamed.push_str(p);
-            pieces += 1;
-            true
-        },
-    )
+    let a = ask(kb, llm, "什么是RLHF？", &checks_only(), &mut |p| {
+        streamed.push_str(p);
+        pieces += 1;
+        true
+    })
     .unwrap();
     assert!(a.grounded, "{a:#?}");
     assert!(pieces > 3, "text arrived in {pieces} pieces");
@@ -509,7 +512,7 @@ fn streamed_text_is_the_answer_and_a_refusal_never_streams_the_marker() {
     let mut streamed = String::new();
     let marker_allowed = AskOptions {
         refusal_threshold: 0.0,
-        ..AskOptions::default()
+        ..checks_only()
     };
     let r = ask(
         kb,
@@ -532,16 +535,10 @@ fn streamed_text_is_the_answer_and_a_refusal_never_streams_the_marker() {
 fn a_cancelled_answer_stops_generating() {
     let (kb, llm) = kb_and_llm();
     let mut calls = 0;
-    let a = ask(
-        kb,
-        llm,
-        "What does RLHF mean?",
-        &AskOptions::default(),
-        &mut |_| {
-            calls += 1;
-            calls < 2
-        },
-    )
+    let a = ask(kb, llm, "What does RLHF mean?", &checks_only(), &mut |_| {
+        calls += 1;
+        calls < 2
+    })
     .unwrap();
     assert_eq!(a.finish, Some(kbqa::engine::Finish::Cancelled));
     assert!(a.usage.completion_tokens < 20, "{:?}", a.usage);
@@ -564,7 +561,7 @@ fn the_system_prefix_is_computed_once() {
 #[test]
 fn empty_and_oversized_questions_are_errors_not_answers() {
     let (kb, llm) = kb_and_llm();
-    let opts = AskOptions::default();
+    let opts = checks_only();
     for q in ["", "   \n", &"问".repeat(2001)] {
         let e = ask(kb, llm, q, &opts, &mut |_| true).unwrap_err();
         assert!(matches!(e, kbqa::Error::InvalidQuery(_)), "{e}");
@@ -675,15 +672,8 @@ fn the_oracle_eval_gives_the_model_only_the_passages_that_hold_the_answer() {
         .filter(|i| i.id == "a-zh-007" || i.id == "oos-en-001")
         .collect();
     assert_eq!(items.len(), 2);
-    let r = kbqa::eval::evaluate_answers(
-        kb,
-        llm,
-        &items,
-        &AskOptions::default(),
-        true,
-        &mut |_, _| {},
-    )
-    .unwrap();
+    let r = kbqa::eval::evaluate_answers(kb, llm, &items, &checks_only(), true, &mut |_, _| {})
+        .unwrap();
     for (item, o) in items.iter().zip(&r.outcomes) {
         if item.in_scope {
             assert!(!o.passages.is_empty(), "{o:#?}");
@@ -696,4 +686,83 @@ fn the_oracle_eval_gives_the_model_only_the_passages_that_hold_the_answer() {
             assert!(o.passages.is_empty() && !o.grounded, "{o:#?}");
         }
     }
+}
+
+#[test]
+fn below_the_threshold_an_answer_is_not_sure_and_quotes_the_evidence_instead() {
+    let (kb, llm) = kb_and_llm();
+    let sure = AskOptions {
+        confidence: kbqa::config::ConfidenceConfig {
+            threshold: 0.0,
+            ..checks_only().confidence
+        },
+        ..checks_only()
+    };
+    let q = "GPT里的G和P分别代表什么？";
+    let a = ask(kb, llm, q, &sure, &mut |_| true).unwrap();
+    // Checked, with the signals the confidence is computed from.
+    let signals = a.signals.expect("signals of a checked answer");
+    assert!(signals.mean_logprob.is_some_and(|m| m < 0.0), "{signals:?}");
+    assert!(a.confidence.is_some());
+    assert_eq!(a.status, kbqa::answer::Status::Answered);
+    // The same answer, held to a confidence no answer reaches.
+    let strict = AskOptions {
+        confidence: kbqa::config::ConfidenceConfig {
+            threshold: 1.0,
+            ..sure.confidence.clone()
+        },
+        ..sure.clone()
+    };
+    let n = ask(kb, llm, q, &strict, &mut |_| true).unwrap();
+    assert_eq!(n.status, kbqa::answer::Status::NotSure, "{n:#?}");
+    assert!(!n.grounded && n.refusal.is_none(), "{n:#?}");
+    assert_eq!(n.model_text.as_deref(), Some(a.answer.as_str()));
+    assert!(n
+        .answer
+        .starts_with(kbqa::answer::not_sure_text(n.language)));
+    // The quote is a sentence of the cited passage, chosen by the question.
+    let c = &n.citations[0];
+    let quoted = &c.on_question[0];
+    assert!(n.answer.contains(quoted.as_str()), "{}", n.answer);
+    assert!(c.text.contains(quoted.as_str()));
+    assert!(n.answer.ends_with(&format!("[{}]", c.n)), "{}", n.answer);
+}
+
+#[test]
+fn cli_shows_a_not_sure_answer_with_its_evidence() {
+    let s = Scratch::with_shipped_index();
+    let corpus = repo().join("corpus");
+    let run = s
+        .kbqa(
+            &corpus,
+            &[
+                "ask",
+                "--confidence-threshold",
+                "1",
+                "What does EFLOPS mean?",
+            ],
+        )
+        .success();
+    assert!(run.stdout.contains("[not sure"), "{}", run.stdout);
+    assert!(
+        run.stdout.contains("Sources:") && run.stdout.contains('“'),
+        "{}",
+        run.stdout
+    );
+    let json = s
+        .kbqa(
+            &corpus,
+            &[
+                "ask",
+                "--json",
+                "--confidence-threshold",
+                "1",
+                "What does EFLOPS mean?",
+            ],
+        )
+        .success();
+    let v: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
+    assert_eq!(v["status"], "not_sure", "{v:#}");
+    assert_eq!(v["grounded"], false);
+    assert!(v["confidence"].as_f64().is_some());
 }

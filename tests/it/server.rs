@@ -777,3 +777,58 @@ fn the_chat_page_answers_in_headless_chromium() {
     let png = std::fs::read(&shot).expect("screenshot");
     assert!(png.starts_with(b"\x89PNG") && png.len() > 5_000);
 }
+
+#[test]
+fn a_not_sure_answer_shows_its_evidence_in_every_front_end() {
+    // A threshold no answer reaches: every checked answer is `not_sure`.
+    let server = Server::start(&[("KBQA_CONFIDENCE_THRESHOLD", "1")]);
+    let q = "What does EFLOPS mean?";
+    let quoted = |v: &Value| {
+        let c = &v["citations"][0];
+        let quote = c["on_question"][0]
+            .as_str()
+            .expect("a sentence chosen by the question");
+        assert!(
+            chunk_text(c["chunk_id"].as_str().unwrap()).contains(quote),
+            "{c}"
+        );
+        quote.to_string()
+    };
+    // The JSON API.
+    let a = server.post("/v1/ask", &json!({"question": q})).json();
+    assert_eq!(
+        (a["status"].as_str(), a["grounded"].as_bool()),
+        (Some("not_sure"), Some(false)),
+        "{a}"
+    );
+    let quote = quoted(&a);
+    assert!(a["answer"].as_str().unwrap().contains(&quote), "{a}");
+    assert!(
+        a["model_text"].is_string(),
+        "the model's text is kept aside: {a}"
+    );
+    // Its event stream ends with the same answer.
+    let (status, mut r) = open_stream(
+        &server.addr,
+        "/v1/ask",
+        &json!({"question": q, "stream": true}),
+    );
+    assert_eq!(status, 200);
+    let events = read_events(&mut r, "done");
+    let done = &events.last().unwrap().1;
+    assert_eq!(done["status"], "not_sure", "{done}");
+    assert!(done["answer"].as_str().unwrap().contains(&quote));
+    // The OpenAI endpoint: the text says it is not sure and quotes the evidence.
+    let v = server
+        .post(
+            "/v1/chat/completions",
+            &json!({"model": "kbqa", "messages": [{"role": "user", "content": q}]}),
+        )
+        .json();
+    let content = v["choices"][0]["message"]["content"].as_str().unwrap();
+    assert!(
+        content.contains("not sure") && content.contains(&quote),
+        "{content}"
+    );
+    assert_eq!(v["kbqa"]["status"], "not_sure", "{v}");
+}

@@ -8,7 +8,7 @@
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::answer::Answer;
+use crate::answer::{Answer, Status};
 
 /// Slack's limit on the text of one section block.
 pub const SECTION_LIMIT: usize = 3000;
@@ -191,14 +191,20 @@ pub fn split_text(text: &str, limit: usize) -> Vec<String> {
 /// the knowledge base" section.
 pub fn blocks(answer: &Answer) -> Vec<Value> {
     let mut blocks = Vec::new();
-    if !answer.grounded {
+    if !answer.grounded && answer.status != Status::NotSure {
         blocks.push(json!({
             "type": "section",
             "text": { "type": "mrkdwn", "text": format!(":warning: {}", escape(&answer.answer)) },
         }));
         return blocks;
     }
-    for piece in split_text(&escape(&answer.answer), SECTION_LIMIT) {
+    // Not sure: the quoted evidence, marked, with its source below.
+    let lead = if answer.status == Status::NotSure {
+        ":grey_question: "
+    } else {
+        ""
+    };
+    for piece in split_text(&format!("{lead}{}", escape(&answer.answer)), SECTION_LIMIT) {
         blocks.push(json!({ "type": "section", "text": { "type": "mrkdwn", "text": piece } }));
     }
     // A context block holds at most 10 elements.
@@ -235,6 +241,33 @@ pub fn section(text: &str) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_not_sure_answer_is_posted_with_its_evidence_and_source() {
+        let answer: Answer = serde_json::from_value(json!({
+            "question": "What does EFLOPS mean?",
+            "answer": "I am not sure of the answer. The closest the knowledge base comes is: \"1 EFLOPS is 10^18 operations per second.\" [1]",
+            "grounded": false,
+            "status": "not_sure",
+            "language": "en",
+            "citations": [{"n": 1, "chunk_id": "c1", "source": "glossary.toml", "section": "Glossary > EFLOPS",
+                "snippet": "EFLOPS", "evidence": ["1 EFLOPS is 10^18 operations per second."]}],
+            "passages": [], "model": "m", "usage": {"prompt_tokens": 0, "cached_prompt_tokens": 0, "completion_tokens": 0},
+            "timings": {"retrieve_ms": 0.0, "prefill_ms": 0.0, "decode_ms": 0.0, "total_ms": 0.0},
+        }))
+        .unwrap();
+        let b = blocks(&answer);
+        let text = b[0]["text"]["text"].as_str().unwrap();
+        assert!(
+            text.starts_with(":grey_question:") && text.contains("10^18"),
+            "{b:?}"
+        );
+        assert!(
+            b.iter()
+                .any(|x| x["type"] == "context" && x.to_string().contains("Glossary &gt; EFLOPS")),
+            "{b:?}"
+        );
+    }
 
     #[test]
     fn only_people_addressing_the_bot_are_answered() {
