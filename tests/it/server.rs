@@ -710,7 +710,10 @@ fn api_keys_guard_the_v1_routes_only() {
 
 #[test]
 fn sigterm_lets_a_running_answer_finish_then_exits() {
-    let mut server = Server::start(&[]);
+    // A grace period no answer needs on an idle machine (10 s by default),
+    // but this test shares two cores with the rest of the suite: what it
+    // checks is that the running answer is let finish, not how fast.
+    let mut server = Server::start(&[("KBQA_SHUTDOWN_GRACE_SECS", "120")]);
     let (status, mut stream) = open_stream(
         &server.addr,
         "/v1/ask",
