@@ -74,7 +74,8 @@ pub use self::question::Question;
 pub use self::rules::unsupported_specifics;
 pub use self::support::{support, Support, CITED_OVERLAP, TRANSLATED_OVERLAP};
 pub use self::types::{
-    refusal_text, Answer, Citation, Passage, Refusal, Signals, Status, Timings, Usage, NOT_IN_KB,
+    refusal_text, Answer, Citation, Passage, Progress, Refusal, Signals, Status, Timings, Usage,
+    NOT_IN_KB,
 };
 pub use crate::text::Lang;
 
@@ -98,19 +99,20 @@ pub struct Retrieved {
 }
 
 /// Answers `question` from the knowledge base (parse it with `opts.k`).
-/// `on_text` receives the answer text as it is generated (never the
-/// `NOT_IN_KB` marker) and returns `false` to cancel; it is also called
-/// with `""` now and then while a model server is silent, so a caller can
-/// cancel then too.
+/// `on_progress` hears how far the answer has got and returns `false` to
+/// cancel (it is called at least once per generated token, and now and
+/// then while a model server is silent). No answer text passes through
+/// it: the text a user sees is the checked [`Answer`].
 pub fn ask(
     kb: &Kb,
     generator: &dyn Generator,
     question: &Question,
     opts: &AskOptions,
-    on_text: &mut dyn FnMut(&str) -> bool,
+    on_progress: &mut dyn FnMut(Progress) -> bool,
 ) -> Result<Answer> {
     let since = Instant::now();
     let _span = tracing::info_span!("ask", lang = ?question.lang()).entered();
+    on_progress(Progress::Retrieving);
     // An English question over Chinese passages (or the reverse) is searched
     // for with its translation too; the model still answers the question.
     let translation = retrieve::for_search(kb, generator, question, opts.translate)?;
@@ -127,7 +129,7 @@ pub fn ask(
         question,
         &retrieved,
         opts,
-        on_text,
+        on_progress,
     )
 }
 
@@ -141,7 +143,7 @@ pub fn answer_from(
     question: &Question,
     retrieved: &Retrieved,
     opts: &AskOptions,
-    on_text: &mut dyn FnMut(&str) -> bool,
+    on_progress: &mut dyn FnMut(Progress) -> bool,
 ) -> Result<Answer> {
     let start = retrieved.since;
     let mut answer = Answer {
@@ -167,7 +169,7 @@ pub fn answer_from(
         },
     };
     if retrieved.hits.is_empty() {
-        return Ok(refuse(answer, Refusal::NoPassages, start, on_text));
+        return Ok(refuse(answer, Refusal::NoPassages, start));
     }
     let shown = focus::shown_passages(
         question.text(),
@@ -190,8 +192,9 @@ pub fn answer_from(
         user: &user,
     };
     let generated = tracing::debug_span!("generate")
-        .in_scope(|| generate(generator, &prompt, opts, start, on_text))?;
+        .in_scope(|| generate(generator, &prompt, opts, start, on_progress))?;
     record(&mut answer, &generated);
+    on_progress(Progress::Checking);
     let after = After {
         question,
         given: &given,
@@ -202,7 +205,7 @@ pub fn answer_from(
         opts,
         start,
     };
-    finish(answer, &generated, &after, on_text)
+    finish(answer, &generated, &after)
 }
 
 /// What the stages after generation read besides the model's text.
@@ -215,12 +218,7 @@ struct After<'a> {
 }
 
 /// The check, cite and language stages on what the model wrote.
-fn finish(
-    mut answer: Answer,
-    generated: &Generated,
-    after: &After,
-    on_text: &mut dyn FnMut(&str) -> bool,
-) -> Result<Answer> {
+fn finish(mut answer: Answer, generated: &Generated, after: &After) -> Result<Answer> {
     let After {
         question,
         given,
@@ -236,7 +234,7 @@ fn finish(
         Ok(c) => c,
         Err((why, model_text)) => {
             answer.model_text = model_text;
-            return Ok(refuse(answer, why, start, on_text));
+            return Ok(refuse(answer, why, start));
         }
     };
     answer.citations = tracing::debug_span!("cite")
@@ -244,13 +242,6 @@ fn finish(
     let signals = confidence::signals(&generated.generation, &checked, question.text(), &shown);
     answer.signals = Some(signals);
     answer.confidence = confidence::confidence(&signals, &opts.confidence);
-    // A supported but uncited answer gets its marker, so the text itself
-    // always says where it comes from (and streamed text stays the answer).
-    // Re-cited text no longer matches what was streamed; callers that
-    // streamed it show the final text (see `Answer::answer`).
-    if !checked.recited && !checked.appended.is_empty() {
-        on_text(&checked.appended);
-    }
     // The answer is in the question's language: reading Chinese passages,
     // the small model often answers an English question in Chinese (it
     // copies). Checked as written, such an answer is then translated.
@@ -347,23 +338,14 @@ fn record(answer: &mut Answer, generated: &Generated) {
     answer.finish = Some(generated.finish);
 }
 
-/// The answer as a refusal: the fixed sentence in the question's language
-/// (passed on as the text when none was), no citations.
-fn refuse(
-    mut answer: Answer,
-    why: Refusal,
-    start: Instant,
-    on_text: &mut dyn FnMut(&str) -> bool,
-) -> Answer {
+/// The answer as a refusal: the fixed sentence in the question's language,
+/// no citations.
+fn refuse(mut answer: Answer, why: Refusal, start: Instant) -> Answer {
     answer.answer = refusal_text(answer.language).to_string();
     answer.grounded = false;
     answer.status = Status::Refused;
     answer.refusal = Some(why);
     answer.citations.clear();
-    if answer.timings.first_token_ms.is_none() {
-        answer.timings.first_token_ms = Some(ms(start));
-        on_text(&answer.answer);
-    }
     answer.timings.total_ms = ms(start);
     answer
 }

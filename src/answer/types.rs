@@ -132,7 +132,8 @@ pub struct Timings {
     pub prefill_ms: f64,
     /// Token generation.
     pub decode_ms: f64,
-    /// From the start of `ask` to the first answer text.
+    /// From the start of `ask` to the model's first answer text (not shown
+    /// to anyone yet: text reaches a user only once checked, at `total_ms`).
     pub first_token_ms: Option<f64>,
     /// All of `ask`.
     pub total_ms: f64,
@@ -216,4 +217,27 @@ pub struct Answer {
     /// its checked answer as written, of which `answer` is the translation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub written: Option<String>,
+}
+
+/// Where an answer is, for a caller that shows it while it works. It
+/// carries no answer text, by design: what the model writes reaches a
+/// user only once it is checked, as the [`Answer`]. A caller that showed
+/// text as it came would show claims the checks then withdraw.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(tag = "stage", rename_all = "snake_case")]
+pub enum Progress {
+    /// Searching the knowledge base (with the question's translation too,
+    /// when it needs one).
+    Retrieving,
+    /// The model is writing.
+    Writing {
+        /// Pieces of text written so far: about one per token (a
+        /// character split over two tokens comes as one piece).
+        tokens: usize,
+    },
+    /// A model server is silent (it may be reading a long prompt). Sent
+    /// now and then so a caller can cancel meanwhile.
+    Waiting,
+    /// The checks, citations and language stages.
+    Checking,
 }

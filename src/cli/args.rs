@@ -97,6 +97,11 @@ pub enum Command {
         /// Print JSON: {question, answer, grounded, citations, passages, usage, timings, …}.
         #[arg(long)]
         json: bool,
+        /// Show progress on stderr: `auto` on a terminal, `always` (plain
+        /// lines when stderr is not a terminal, for scripts that wait on
+        /// a stage), `never`.
+        #[arg(long, value_enum, default_value_t = ProgressWhen::Auto)]
+        progress: ProgressWhen,
     },
     /// Serve the HTTP API, the OpenAI-compatible chat endpoint and the chat page.
     Serve {
@@ -348,4 +353,15 @@ impl Command {
             Command::Models(_) => Vec::new(),
         }
     }
+}
+
+/// When `kbqa ask` shows its progress.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ProgressWhen {
+    /// When stderr is a terminal.
+    Auto,
+    /// Always: redrawn on a terminal, one plain line per step otherwise.
+    Always,
+    /// Never.
+    Never,
 }

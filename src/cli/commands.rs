@@ -13,6 +13,7 @@ use kbqa::retrieve::Query;
 use kbqa::text::snippet;
 use kbqa::{Config, Kb};
 
+use super::args::ProgressWhen;
 use super::engines::{load_llm, open};
 use super::print;
 
@@ -58,28 +59,28 @@ pub fn search(config: &Config, query: &str, k: Option<usize>, json: bool) -> any
     Ok(())
 }
 
-/// `kbqa ask`: the answer streamed as it is written, then its sources.
-pub fn ask(config: &Config, question: &str, json: bool) -> anyhow::Result<()> {
+/// `kbqa ask`: progress on stderr while it works (on a terminal), then
+/// the checked answer and its sources. Nothing the checks could withdraw
+/// is ever printed.
+pub fn ask(config: &Config, question: &str, json: bool, when: ProgressWhen) -> anyhow::Result<()> {
     let opts = AskOptions::resolve(config, &AskOverrides::default())?;
     // Bad input fails before any model is loaded.
     let question = Question::parse(question, opts.k)?;
     let kb = open(config)?;
     let llm = load_llm(config)?;
-    let mut out = std::io::stdout().lock();
-    let mut streamed = String::new();
-    let answer = kbqa::answer::ask(&kb, llm.as_ref(), &question, &opts, &mut |piece| {
-        if !json {
-            streamed.push_str(piece);
-            let _ = out.write_all(piece.as_bytes());
-            let _ = out.flush();
-        }
+    let mut progress = print::AnswerProgress::on_stderr(when);
+    let answer = kbqa::answer::ask(&kb, llm.as_ref(), &question, &opts, &mut |step| {
+        progress.show(step);
         true
-    })?;
+    });
+    progress.clear();
+    let answer = answer?;
+    let mut out = std::io::stdout().lock();
     if json {
         serde_json::to_writer_pretty(&mut out, &answer)?;
         writeln!(out)?;
     } else {
-        print::answer(&mut out, &answer, &streamed)?;
+        print::answer(&mut out, &answer)?;
     }
     Ok(())
 }

@@ -24,7 +24,12 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Index { rebuild, .. } => commands::index(&config, rebuild),
         Command::Search { query, k, json, .. } => commands::search(&config, &query, k, json),
-        Command::Ask { question, json, .. } => commands::ask(&config, &question, json),
+        Command::Ask {
+            question,
+            json,
+            progress,
+            ..
+        } => commands::ask(&config, &question, json, progress),
         Command::Serve { .. } => serve::serve(config),
         Command::Eval(EvalCommand::Answers {
             set,

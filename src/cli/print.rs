@@ -2,58 +2,132 @@
 //! with their sources on stdout. (`--json` output is the library's types,
 //! serialised as they are.)
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 
-use kbqa::answer::{Answer, Lang, Refusal, Status};
+use kbqa::answer::{Answer, Lang, Progress, Refusal, Status};
 use kbqa::index::BuildEvent;
 use kbqa::kb::OpenEvent;
 use kbqa::models::fetch::FetchEvent;
 use kbqa::text::snippet;
 
-/// After the streamed text: sources with their evidence, or — when the
-/// streamed text failed the grounding checks — a retraction.
-pub fn answer(out: &mut impl Write, a: &Answer, streamed: &str) -> std::io::Result<()> {
-    writeln!(out)?;
-    if a.status == Status::NotSure {
-        let sure = a
-            .confidence
-            .map_or(String::new(), |c| format!(" (confidence {c:.2})"));
-        writeln!(
-            out,
-            "\n[not sure{sure}: the answer above is not asserted — disregard it]"
-        )?;
-        writeln!(out, "{}", a.answer)?;
-        return sources(out, a);
-    }
-    if !a.grounded {
-        if streamed.trim() != a.answer {
-            let why = match a.refusal {
-                Some(Refusal::Invented) => "it states numbers or names the passages do not contain",
-                Some(Refusal::Unsupported) => "no passage supports it",
-                Some(Refusal::ModelDeclined) => "the model found no answer in the passages",
-                Some(Refusal::Unanswered) => "it does not state the year or number asked for",
-                _ => "it could not be checked",
-            };
-            writeln!(out, "\n[not grounded: {why} — disregard the text above]")?;
+use super::args::ProgressWhen;
+
+/// The checked answer, then its sources; a `not_sure` answer says so
+/// first, a refusal says why.
+pub fn answer(out: &mut impl Write, a: &Answer) -> std::io::Result<()> {
+    match a.status {
+        Status::NotSure => {
+            let sure = a
+                .confidence
+                .map_or(String::new(), |c| format!(", confidence {c:.2}"));
+            writeln!(out, "[not sure{sure}: no answer is asserted]")?;
             writeln!(out, "{}", a.answer)?;
+            sources(out, a)
         }
-        return Ok(());
+        Status::Refused => {
+            writeln!(out, "{}", a.answer)?;
+            if let Some(why) = refusal_reason(a.refusal) {
+                writeln!(out, "[{why}]")?;
+            }
+            Ok(())
+        }
+        Status::Answered => {
+            writeln!(out, "{}", a.answer)?;
+            if a.written.is_some() {
+                let from = match a.language {
+                    Lang::Zh => "English",
+                    Lang::En => "Chinese",
+                };
+                writeln!(out, "[translated from the model's {from}]")?;
+            }
+            sources(out, a)
+        }
     }
-    if a.written.is_some() {
-        let into = match a.language {
-            Lang::Zh => "Chinese",
-            Lang::En => "English",
+}
+
+/// Why an answer was refused, when the model wrote one: what a person
+/// needs to know to rephrase or to look elsewhere.
+fn refusal_reason(why: Option<Refusal>) -> Option<&'static str> {
+    Some(match why? {
+        Refusal::Invented => {
+            "the model's answer stated numbers or names the passages do not contain"
+        }
+        Refusal::Unsupported => "no passage supported the model's answer",
+        Refusal::Unanswered => "the model's answer did not state the year or number asked for",
+        _ => return None,
+    })
+}
+
+/// Where an answer is, on stderr: one redrawn line on a terminal; by
+/// default nothing otherwise, so pipes and `--json` stay clean (plain
+/// lines, one per stage and every few tokens, with `--progress always`).
+pub struct AnswerProgress {
+    tty: bool,
+    plain: bool,
+    drawn: bool,
+    last: Option<Progress>,
+}
+
+impl AnswerProgress {
+    /// Progress on stderr, `when` it is asked for.
+    pub fn on_stderr(when: ProgressWhen) -> AnswerProgress {
+        let tty = std::io::stderr().is_terminal() && when != ProgressWhen::Never;
+        AnswerProgress {
+            tty,
+            plain: !tty && when == ProgressWhen::Always,
+            drawn: false,
+            last: None,
+        }
+    }
+
+    /// Shows `step`.
+    pub fn show(&mut self, step: Progress) {
+        if self.plain {
+            return self.line(step);
+        }
+        if !self.tty {
+            return;
+        }
+        let what = match step {
+            Progress::Retrieving => "searching the knowledge base…".to_string(),
+            Progress::Writing { tokens } => format!("writing… {tokens} tokens"),
+            Progress::Waiting => "waiting for the model…".to_string(),
+            Progress::Checking => "checking the answer against the passages…".to_string(),
         };
-        writeln!(out, "\n[in {into}, the question's language:]")?;
-        writeln!(out, "{}", a.answer)?;
-    } else if streamed.trim() != a.answer {
-        writeln!(
-            out,
-            "\n[citation corrected: the cited passage does not back it]"
-        )?;
-        writeln!(out, "{}", a.answer)?;
+        let mut err = std::io::stderr().lock();
+        let _ = write!(err, "\r\x1b[2K{what}");
+        let _ = err.flush();
+        self.drawn = true;
     }
-    sources(out, a)
+
+    /// One plain line per stage, and for writing every 16 pieces.
+    fn line(&mut self, step: Progress) {
+        let new = match (self.last, step) {
+            (_, Progress::Waiting) => false,
+            (Some(Progress::Writing { .. }), Progress::Writing { tokens }) => tokens % 16 == 0,
+            (last, step) => last != Some(step),
+        };
+        self.last = Some(step);
+        if new {
+            let line = match step {
+                Progress::Retrieving => "retrieving".to_string(),
+                Progress::Writing { tokens } => format!("writing {tokens}"),
+                Progress::Waiting => "waiting".to_string(),
+                Progress::Checking => "checking".to_string(),
+            };
+            eprintln!("progress: {line}");
+        }
+    }
+
+    /// Removes the line.
+    pub fn clear(&mut self) {
+        if self.drawn {
+            let mut err = std::io::stderr().lock();
+            let _ = write!(err, "\r\x1b[2K");
+            let _ = err.flush();
+            self.drawn = false;
+        }
+    }
 }
 
 /// The cited passages, with the sentences that back the answer and (when

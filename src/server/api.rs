@@ -103,9 +103,10 @@ pub async fn search(
 }
 
 /// `POST /v1/ask` → the answer JSON of `kbqa ask --json`, or with
-/// `"stream": true` the events `token` (`{"text"}`), `citations`, `done`
-/// (the answer JSON, authoritative: when it says `grounded: false` the
-/// streamed text was withdrawn and `answer` replaces it) and `error`.
+/// `"stream": true` the events `progress` (`{"stage", "tokens"}`, while it
+/// works), then, once checked, `answer` (`{"text", "status"}`),
+/// `citations` and `done` (the answer JSON); or `error`. No text is sent
+/// before the checks have passed it.
 pub async fn ask(
     AxumState(state): AxumState<Arc<State>>,
     ApiJson(req): ApiJson<AskRequest>,
@@ -126,11 +127,15 @@ pub async fn ask(
         return Ok(Json(answer).into_response());
     }
     Ok(event_stream(rx, Vec::new(), |p| match p {
-        Progress::Text(t) => vec![Event::default()
-            .event("token")
-            .json_data(serde_json::json!({ "text": t }))
+        Progress::Step(s) => vec![Event::default()
+            .event("progress")
+            .json_data(s)
             .unwrap_or_default()],
         Progress::Done(a) => vec![
+            Event::default()
+                .event("answer")
+                .json_data(serde_json::json!({ "text": a.answer, "status": a.status }))
+                .unwrap_or_default(),
             Event::default()
                 .event("citations")
                 .json_data(serde_json::json!({ "citations": a.citations }))

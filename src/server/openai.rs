@@ -26,7 +26,7 @@ use super::error::ApiError;
 use super::pool::Cancel;
 use super::service::{admit, event_stream, finished, run_answer, ApiJson, Progress, MODEL};
 use super::state::State;
-use crate::answer::{Answer, AskOptions, AskOverrides, Question, Status};
+use crate::answer::{Answer, AskOptions, AskOverrides, Progress as Step, Question};
 use crate::engine::Finish;
 
 /// The request; fields OpenAI defines and kbqa does not use are accepted
@@ -299,10 +299,11 @@ impl Completion {
     }
 }
 
-/// Streams the answer as `chat.completion.chunk`s, then `[DONE]`.
+/// Streams the answer as `chat.completion.chunk`s, then `[DONE]`: while it
+/// works, SSE comments saying how far it is; once checked, its whole text
+/// in one chunk (never text the checks could still withdraw).
 fn stream(rx: mpsc::Receiver<Progress>, completion: Completion) -> Response {
     let first = completion.chunk(json!({ "role": "assistant", "content": "" }), None, None);
-    let mut streamed = String::new();
     event_stream(
         rx,
         vec![Event::default().data(first.to_string())],
@@ -310,13 +311,16 @@ fn stream(rx: mpsc::Receiver<Progress>, completion: Completion) -> Response {
             let mut out: Vec<Value> = Vec::new();
             let mut done = false;
             match p {
-                Progress::Text(t) => {
-                    streamed.push_str(&t);
-                    out.push(completion.chunk(json!({ "content": t }), None, None));
-                }
+                // Clients skip comments; a person watching the raw stream
+                // sees the answer is under way.
+                Progress::Step(s) => return vec![Event::default().comment(step_comment(s))],
                 Progress::Done(a) => {
-                    let delta = last_delta(&streamed, &a);
-                    out.push(completion.chunk(delta, Some(finish_reason(&a)), Some(extension(&a))));
+                    out.push(completion.chunk(json!({ "content": a.answer }), None, None));
+                    out.push(completion.chunk(
+                        json!({}),
+                        Some(finish_reason(&a)),
+                        Some(extension(&a)),
+                    ));
                     if completion.include_usage {
                         let mut u = completion.chunk(json!({}), None, None);
                         u["choices"] = json!([]);
@@ -339,20 +343,13 @@ fn stream(rx: mpsc::Receiver<Progress>, completion: Completion) -> Response {
     )
 }
 
-/// The last delta: empty when the streamed text stands; otherwise the
-/// final answer after a note. Text that failed the checks after it was
-/// streamed cannot be taken back in this protocol, so the text says so.
-fn last_delta(streamed: &str, a: &Answer) -> Value {
-    if a.status == Status::NotSure {
-        json!({ "content": format!("\n\n[not sure: the text above is not asserted] {}", a.answer) })
-    } else if !a.grounded && streamed.trim() != a.answer {
-        json!({ "content": format!("\n\n[withdrawn: not supported by the knowledge base] {}", a.answer) })
-    } else if a.written.is_some() {
-        json!({ "content": format!("\n\n[translated] {}", a.answer) })
-    } else if streamed.trim() != a.answer {
-        json!({ "content": format!("\n\n[citation corrected] {}", a.answer) })
-    } else {
-        json!({})
+/// A progress step as an SSE comment line.
+fn step_comment(s: Step) -> String {
+    match s {
+        Step::Retrieving => "kbqa: retrieving".into(),
+        Step::Writing { tokens } => format!("kbqa: writing, {tokens} tokens"),
+        Step::Waiting => "kbqa: waiting for the model".into(),
+        Step::Checking => "kbqa: checking".into(),
     }
 }
 

@@ -23,6 +23,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use super::error::ApiError;
 use super::pool::{deadline_in, Cancel, Slot, Stopped};
 use super::state::{Engine, State};
+use crate::answer::Progress as Step;
 use crate::answer::{Answer, AskOptions, Question};
 
 /// The model name clients use: retrieval plus the chat model, as one.
@@ -65,8 +66,8 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
 
 /// One event of an answer in progress, from its worker to its request.
 pub(crate) enum Progress {
-    /// A piece of answer text.
-    Text(String),
+    /// How far it has got (no text: text is sent once checked, in `Done`).
+    Step(Step),
     /// The checked answer.
     Done(Box<Answer>),
     /// It failed (or was stopped by the deadline or shutdown).
@@ -137,7 +138,7 @@ pub(crate) fn run_answer(
             engine.llm.as_ref(),
             &question,
             &opts,
-            &mut |text| match forward(&tx, text, &cancel) {
+            &mut |step| match forward(&tx, step, &cancel) {
                 Ok(()) => true,
                 Err(why) => {
                     stopped = Some(why);
@@ -152,22 +153,30 @@ pub(crate) fn run_answer(
     rx
 }
 
-/// Hands one piece of answer text to the request, or says why the answer
-/// must stop. An empty piece is a heartbeat (a model server is silent):
-/// only the checks run.
-fn forward(tx: &mpsc::Sender<Progress>, text: &str, cancel: &Cancel) -> Result<(), Stopped> {
+/// Passes a step on to the request, or says why the answer must stop.
+/// Every step is a chance to stop; only some are sent: each stage once,
+/// and the token count every [`WRITING_EVERY`] tokens.
+fn forward(tx: &mpsc::Sender<Progress>, step: Step, cancel: &Cancel) -> Result<(), Stopped> {
     if let Some(why) = cancel.stopped() {
         return Err(why);
     }
-    if text.is_empty() {
+    let sent = match step {
+        Step::Waiting => false,
+        Step::Writing { tokens } => tokens == 1 || tokens % WRITING_EVERY == 0,
+        Step::Retrieving | Step::Checking => true,
+    };
+    if !sent {
         return if tx.is_closed() {
             Err(Stopped::Client)
         } else {
             Ok(())
         };
     }
-    send_until_stopped(tx, Progress::Text(text.to_string()), cancel)
+    send_until_stopped(tx, Progress::Step(step), cancel)
 }
+
+/// How often (in tokens) a stream is told how far the model has written.
+const WRITING_EVERY: usize = 8;
 
 /// The last event of an answer, counted and logged.
 fn outcome(state: &State, result: crate::Result<Answer>, stopped: Option<Stopped>) -> Progress {
@@ -213,7 +222,7 @@ pub(crate) fn tenths(ms: f64) -> f64 {
 pub(crate) async fn finished(mut rx: mpsc::Receiver<Progress>) -> Result<Box<Answer>, ApiError> {
     while let Some(p) = rx.recv().await {
         match p {
-            Progress::Text(_) => {}
+            Progress::Step(_) => {}
             Progress::Done(a) => return Ok(a),
             Progress::Failed(e) => return Err(e),
         }

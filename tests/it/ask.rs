@@ -4,9 +4,8 @@
 use std::io::Read;
 use std::process::Stdio;
 use std::sync::OnceLock;
-use std::time::Instant;
 
-use kbqa::answer::{Answer, AskOptions, Models, Question, Refusal};
+use kbqa::answer::{Answer, AskOptions, Models, Progress, Question, Refusal, Status};
 use kbqa::engine::Embedder;
 use kbqa::models::llm::Llm;
 use kbqa::{Config, Kb};
@@ -73,10 +72,10 @@ fn ask(
     llm: &Llm,
     question: &str,
     opts: &AskOptions,
-    on_text: &mut dyn FnMut(&str) -> bool,
+    on_progress: &mut dyn FnMut(Progress) -> bool,
 ) -> kbqa::Result<Answer> {
     let question = Question::parse(question, opts.k)?;
-    kbqa::answer::ask(kb, llm, &question, opts, on_text)
+    kbqa::answer::ask(kb, llm, &question, opts, on_progress)
 }
 
 fn answer(question: &str) -> Answer {
@@ -488,28 +487,63 @@ fn injected_instructions_in_a_document_change_nothing() {
 }
 
 #[test]
-fn streamed_text_is_the_answer_and_a_refusal_never_streams_the_marker() {
+fn progress_runs_in_stage_order_and_carries_no_text() {
     let (kb, llm) = kb_and_llm();
-    let mut streamed = String::new();
-    let mut pieces = 0;
+    let mut steps = Vec::new();
     let a = ask(kb, llm, "什么是RLHF？", &checks_only(), &mut |p| {
-        streamed.push_str(p);
-        pieces += 1;
+        steps.push(p);
         true
     })
     .unwrap();
     assert!(a.grounded, "{a:#?}");
-    assert!(pieces > 3, "text arrived in {pieces} pieces");
-    // The streamed text is the model's; the final answer only drops invalid markers.
-    let strip = |t: &str| t.replace(char::is_whitespace, "");
+    // Retrieving, then one step per generated token, then the checks.
+    assert_eq!(steps.first(), Some(&Progress::Retrieving), "{steps:?}");
+    assert_eq!(steps.last(), Some(&Progress::Checking), "{steps:?}");
+    let written: Vec<usize> = steps
+        .iter()
+        .filter_map(|p| match p {
+            Progress::Writing { tokens } => Some(*tokens),
+            _ => None,
+        })
+        .collect();
+    assert!(written.len() > 3, "{steps:?}");
+    assert!(written.windows(2).all(|w| w[1] == w[0] + 1), "{written:?}");
+    // A step per piece of text: about one per token (a character split
+    // over two tokens is one piece; the end-of-text token is none).
+    let tokens = a.usage.completion_tokens;
     assert!(
-        strip(&streamed).starts_with(&strip(&a.answer)[..20]),
-        "{streamed:?}"
+        written.len() <= tokens && 2 * written.len() > tokens,
+        "{:?}",
+        a.usage
     );
+}
 
-    // With the marker always allowed, the model refuses this one by marker:
-    // the client sees the refusal sentence, never the marker.
-    let mut streamed = String::new();
+#[test]
+fn an_out_of_scope_answer_the_model_wrote_is_never_passed_on() {
+    // Greedy decoding writes a confident answer from outside the passages
+    // ("Canberra"); the checks refuse it. The caller heard only progress,
+    // and the answer is the fixed sentence.
+    let (kb, llm) = kb_and_llm();
+    let mut steps = 0;
+    let a = ask(
+        kb,
+        llm,
+        "What is the capital of Australia?",
+        &AskOptions::default(),
+        &mut |_| {
+            steps += 1;
+            true
+        },
+    )
+    .unwrap();
+    assert_eq!(a.status, Status::Refused, "{a:#?}");
+    assert_eq!(a.answer, kbqa::answer::refusal_text(a.language));
+    let written = a.model_text.as_deref().expect("the model wrote an answer");
+    assert!(written.contains("Canberra"), "{written}");
+    assert!(steps > 3);
+
+    // With the marker always allowed, the model refuses by marker: the
+    // caller gets the refusal sentence, never the marker.
     let marker_allowed = AskOptions {
         refusal_threshold: 0.0,
         ..checks_only()
@@ -519,16 +553,11 @@ fn streamed_text_is_the_answer_and_a_refusal_never_streams_the_marker() {
         llm,
         "Who won the 1998 World Cup?",
         &marker_allowed,
-        &mut |p| {
-            streamed.push_str(p);
-            true
-        },
+        &mut |_| true,
     )
     .unwrap();
-    assert!(!r.grounded, "{r:#?}");
-    assert!(!streamed.contains("NOT_IN_KB"), "{streamed:?}");
-    assert_eq!(streamed, r.answer);
-    assert_eq!(r.refusal, Some(Refusal::ModelDeclined));
+    assert_eq!(r.refusal, Some(Refusal::ModelDeclined), "{r:#?}");
+    assert_eq!(r.answer, kbqa::answer::refusal_text(r.language));
 }
 
 #[test]
@@ -569,7 +598,7 @@ fn empty_and_oversized_questions_are_errors_not_answers() {
 }
 
 #[test]
-fn cli_ask_streams_then_lists_sources_and_prints_json() {
+fn cli_ask_prints_the_checked_answer_then_sources_and_prints_json() {
     let s = Scratch::with_shipped_index();
     let corpus = repo().join("corpus");
     let mut child = s
@@ -580,23 +609,28 @@ fn cli_ask_streams_then_lists_sources_and_prints_json() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut stdout = child.stdout.take().unwrap();
-    let start = Instant::now();
-    let mut first = [0u8; 1];
-    stdout.read_exact(&mut first).unwrap();
-    let first_at = start.elapsed();
-    let mut rest = String::new();
-    stdout.read_to_string(&mut rest).unwrap();
-    let done_at = start.elapsed();
+    let mut out = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
     assert!(child.wait().unwrap().success());
-    let out = format!("{}{rest}", first[0] as char);
     assert!(out.contains("Sources:") && out.contains("[1]"), "{out}");
     assert!(out.contains('“'), "evidence quotes: {out}");
-    // Streaming: the first text came well before the end.
-    assert!(
-        done_at > first_at + std::time::Duration::from_millis(300),
-        "first byte {first_at:?}, done {done_at:?}"
-    );
+    // The answer is printed once, checked: its first line is the answer.
+    assert!(out.lines().next().unwrap().contains("EFLOPS"), "{out}");
+    assert!(!out.contains("disregard"), "{out}");
+    // Progress is drawn only on a terminal; a pipe gets no control codes.
+    assert!(!out.contains('\x1b') && !err.contains('\x1b'), "{err:?}");
 
     let run = s
         .command(&corpus)
@@ -726,6 +760,24 @@ fn below_the_threshold_an_answer_is_not_sure_and_quotes_the_evidence_instead() {
     assert!(n.answer.contains(quoted.as_str()), "{}", n.answer);
     assert!(c.text.contains(quoted.as_str()));
     assert!(n.answer.ends_with(&format!("[{}]", c.n)), "{}", n.answer);
+}
+
+#[test]
+fn cli_shows_an_out_of_scope_question_only_the_refusal() {
+    let s = Scratch::with_shipped_index();
+    let corpus = repo().join("corpus");
+    let run = s
+        .kbqa(&corpus, &["ask", "What is the capital of Australia?"])
+        .success();
+    // The model writes "Canberra" (see the library test above); none of it shows.
+    assert!(!run.stdout.contains("Canberra"), "{}", run.stdout);
+    assert!(!run.stderr.contains("Canberra"), "{}", run.stderr);
+    assert_eq!(
+        run.stdout.lines().next(),
+        Some(kbqa::answer::refusal_text(kbqa::answer::Lang::En)),
+        "{}",
+        run.stdout
+    );
 }
 
 #[test]

@@ -6,7 +6,7 @@
 //! Without the binary these tests say so and pass, except under CI
 //! (`CI` set), where `.ci/run` builds it first and its absence is a failure.
 
-use std::io::Read;
+use std::io::{BufRead, BufReader, Read};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -227,6 +227,8 @@ fn a_server_that_is_down_or_killed_mid_answer_is_a_clear_error() {
     cmd.args(remote_flags(&llama))
         .args([
             "ask",
+            "--progress",
+            "always",
             "--max-tokens",
             "400",
             "Describe in detail the learning route in the article, stage by stage.",
@@ -234,21 +236,16 @@ fn a_server_that_is_down_or_killed_mid_answer_is_a_clear_error() {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let mut child = cmd.spawn().unwrap();
-    let mut stdout = child.stdout.take().unwrap();
-    let mut first = [0u8; 1];
-    stdout.read_exact(&mut first).expect("the answer starts");
+    let mut err = BufReader::new(child.stderr.take().unwrap());
+    let mut stderr = String::new();
+    while !stderr.contains("progress: writing") {
+        let n = err.read_line(&mut stderr).unwrap();
+        assert!(n > 0, "the answer never started: {stderr}");
+    }
     llama.kill();
     let killed_at = Instant::now();
-    let mut rest = Vec::new();
-    let _ = stdout.read_to_end(&mut rest);
+    err.read_to_string(&mut stderr).unwrap();
     let status = child.wait().unwrap();
-    let mut stderr = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut stderr)
-        .unwrap();
     assert!(killed_at.elapsed() < Duration::from_secs(30));
     assert!(!status.success(), "{stderr}");
     assert!(
@@ -292,7 +289,7 @@ fn kbqa_serve_generates_remotely_and_maps_a_dead_server_to_502() {
     assert_eq!(a["grounded"], true, "{a}");
     assert!(!a["citations"].as_array().unwrap().is_empty(), "{a}");
 
-    // Streaming through both hops: tokens, then `done` with citations.
+    // Streaming through both hops: progress, then the checked answer and `done`.
     let streamed = request(
         &server.addr,
         "POST",
@@ -309,7 +306,7 @@ fn kbqa_serve_generates_remotely_and_maps_a_dead_server_to_502() {
         .filter_map(|l| l.strip_prefix("event: "))
         .collect();
     assert!(
-        events.contains(&"token") && events.last() == Some(&"done"),
+        events.contains(&"progress") && events.ends_with(&["answer", "citations", "done"]),
         "{}",
         streamed.body
     );

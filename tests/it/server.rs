@@ -439,9 +439,8 @@ fn bad_requests_get_json_errors_and_change_nothing() {
     assert_eq!(ok.status, 200, "{}", ok.body);
 }
 
-#[test]
-fn curl_streams_tokens_before_the_answer_completes() {
-    let server = Server::start(&[]);
+/// An answer streamed by curl: `(event, data, when)` for each event.
+fn curl_stream(server: &Server, path: &str, body: &Value) -> Vec<(String, String, Duration)> {
     let mut curl = Command::new("curl")
         .args([
             "-sN",
@@ -451,45 +450,118 @@ fn curl_streams_tokens_before_the_answer_completes() {
             "Content-Type: application/json",
             "-d",
         ])
-        .arg(json!({"question": "什么是RLHF？", "stream": true}).to_string())
-        .arg(server.url("/v1/ask"))
+        .arg(body.to_string())
+        .arg(server.url(path))
         .stdout(Stdio::piped())
         .spawn()
         .expect("curl");
     let start = Instant::now();
-    let mut first_token = None;
-    let mut tokens = 0;
-    let mut text = String::new();
-    let mut done = None;
-    let mut event = String::new();
+    let mut events = Vec::new();
+    let mut event = String::from("message");
     for line in BufReader::new(curl.stdout.take().unwrap()).lines() {
         let line = line.unwrap();
         if let Some(e) = line.strip_prefix("event: ") {
             event = e.to_string();
         } else if let Some(d) = line.strip_prefix("data: ") {
-            let v: Value = serde_json::from_str(d).unwrap();
-            match event.as_str() {
-                "token" => {
-                    first_token.get_or_insert(start.elapsed());
-                    tokens += 1;
-                    text.push_str(v["text"].as_str().unwrap());
-                }
-                "done" => done = Some((start.elapsed(), v)),
-                _ => {}
-            }
+            let e = std::mem::replace(&mut event, "message".into());
+            events.push((e, d.to_string(), start.elapsed()));
+        } else if let Some(c) = line.strip_prefix(':') {
+            events.push(("comment".into(), c.trim().to_string(), start.elapsed()));
         }
     }
     assert!(curl.wait().unwrap().success());
-    let (done_at, answer) = done.expect("a done event");
-    let first = first_token.expect("token events");
-    assert!(tokens >= 5, "only {tokens} token events");
-    assert!(
-        done_at - first >= Duration::from_millis(300),
-        "first token at {first:?}, answer complete at {done_at:?}: not streamed"
+    events
+}
+
+#[test]
+fn curl_streams_progress_then_only_the_checked_answer() {
+    let server = Server::start(&[]);
+    let events = curl_stream(
+        &server,
+        "/v1/ask",
+        &json!({"question": "什么是RLHF？", "stream": true}),
     );
-    assert_eq!(answer["grounded"], true, "{answer}");
-    assert_eq!(text.trim(), answer["answer"].as_str().unwrap());
-    assert!(!answer["citations"].as_array().unwrap().is_empty());
+    let names: Vec<&str> = events.iter().map(|e| e.0.as_str()).collect();
+    // Progress while it works, then the checked text, its citations, done.
+    assert_eq!(
+        names.iter().rev().take(3).collect::<Vec<_>>(),
+        [&"done", &"citations", &"answer"],
+        "{names:?}"
+    );
+    let progress: Vec<Value> = events
+        .iter()
+        .filter(|e| e.0 == "progress")
+        .map(|e| serde_json::from_str(&e.1).unwrap())
+        .collect();
+    assert_eq!(progress[0]["stage"], "retrieving", "{progress:?}");
+    assert!(
+        progress
+            .iter()
+            .any(|p| p["stage"] == "writing" && p["tokens"].as_u64() > Some(1)),
+        "{progress:?}"
+    );
+    assert_eq!(progress.last().unwrap()["stage"], "checking");
+    // The stream was live: the first progress event came well before the end.
+    let (first, last) = (events[0].2, events.last().unwrap().2);
+    assert!(
+        last >= first + Duration::from_millis(300),
+        "first event at {first:?}, done at {last:?}: not streamed"
+    );
+    let answer: Value = serde_json::from_str(&events[names.len() - 3].1).unwrap();
+    let done: Value = serde_json::from_str(&events.last().unwrap().1).unwrap();
+    assert_eq!(done["grounded"], true, "{done}");
+    assert_eq!(answer["text"], done["answer"]);
+    assert_eq!(answer["status"], "answered");
+    assert!(!done["citations"].as_array().unwrap().is_empty());
+    assert_eq!(names.iter().filter(|n| **n == "answer").count(), 1);
+}
+
+#[test]
+fn an_out_of_scope_question_streams_no_generated_text() {
+    // The model writes "The capital of Australia is Canberra."; the checks
+    // refuse it. No stream may carry it.
+    let server = Server::start(&[]);
+    let q = "What is the capital of Australia?";
+    let refusal = kbqa::answer::refusal_text(kbqa::answer::Lang::En);
+    let events = curl_stream(&server, "/v1/ask", &json!({"question": q, "stream": true}));
+    let done: Value = serde_json::from_str(&events.last().unwrap().1).unwrap();
+    assert_eq!(done["status"], "refused", "{done}");
+    assert!(
+        done["model_text"]
+            .as_str()
+            .is_some_and(|t| t.contains("Canberra")),
+        "the model did write an answer: {done}"
+    );
+    for (name, data, _) in &events[..events.len() - 1] {
+        assert!(!data.contains("Canberra"), "{name}: {data}");
+    }
+    assert_eq!(done["answer"], refusal);
+
+    // The OpenAI stream: the content is the refusal sentence, whole.
+    let chunks = curl_stream(
+        &server,
+        "/v1/chat/completions",
+        &json!({"model": "kbqa", "stream": true,
+                "messages": [{"role": "user", "content": q}]}),
+    );
+    let mut content = String::new();
+    for (_, data, _) in chunks
+        .iter()
+        .filter(|c| c.0 == "message" && c.1 != "[DONE]")
+    {
+        assert!(!data.contains("Canberra"), "{data}");
+        let v: Value = serde_json::from_str(data).unwrap();
+        if let Some(c) = v["choices"][0]["delta"]["content"].as_str() {
+            content.push_str(c);
+        }
+    }
+    assert_eq!(content, refusal);
+    assert!(
+        chunks
+            .iter()
+            .any(|c| c.0 == "comment" && c.1.contains("writing")),
+        "progress comments: {chunks:?}"
+    );
 }
 
 /// A Python with the `openai` package: `KBQA_TEST_PYTHON`, else a venv in
@@ -617,8 +689,8 @@ fn a_full_queue_gets_429_searches_do_not_wait_and_a_gone_client_frees_its_worker
     });
     let (status, mut stream) = open_stream(&server.addr, "/v1/ask", &long);
     assert_eq!(status, 200);
-    let first = read_events(&mut stream, "token");
-    assert_eq!(first.last().unwrap().0, "token", "{first:?}");
+    let first = read_events(&mut stream, "progress");
+    assert_eq!(first.last().unwrap().0, "progress", "{first:?}");
     assert_eq!(server.metric("kbqa_answers_running"), 1.0);
 
     // The one worker is busy and there is no queue: refused at once.
@@ -720,7 +792,7 @@ fn sigterm_lets_a_running_answer_finish_then_exits() {
         &json!({"question": "什么是RLHF？", "stream": true}),
     );
     assert_eq!(status, 200);
-    read_events(&mut stream, "token");
+    read_events(&mut stream, "progress");
     let pid = server.child.id().to_string();
     assert!(Command::new("kill")
         .args(["-TERM", &pid])
@@ -743,8 +815,11 @@ fn sigterm_lets_a_running_answer_finish_then_exits() {
     assert!(server.log().contains("kbqa: stopped"));
 }
 
-#[test]
-fn the_chat_page_answers_in_headless_chromium() {
+/// Asks `question` on the chat page in headless Chromium and returns what
+/// the page shows (see `clients/chat_page.py`), with a screenshot at
+/// `target/test-artifacts/{shot}`; `None` where Chromium is missing
+/// outside CI.
+fn page_answer(server: &Server, question: &str, shot: &str) -> Option<Value> {
     let driver_present = Command::new("chromedriver")
         .arg("--version")
         .output()
@@ -755,19 +830,29 @@ fn the_chat_page_answers_in_headless_chromium() {
             "chromedriver is missing (.ci/run installs Debian's chromium and chromium-driver)"
         );
         eprintln!("SKIPPED: no chromedriver (apt-get install chromium chromium-driver)");
-        return;
+        return None;
     }
-    let server = Server::start(&[]);
     let artifacts = repo().join("target/test-artifacts");
     std::fs::create_dir_all(&artifacts).unwrap();
-    let shot = artifacts.join("chat-page.png");
+    let shot = artifacts.join(shot);
     let _ = std::fs::remove_file(&shot);
     let r = server.client(
         std::path::Path::new("python3"),
         "chat_page.py",
-        &[&server.url("/"), "什么是RLHF？", shot.to_str().unwrap()],
+        &[&server.url("/"), question, shot.to_str().unwrap()],
     );
     assert!(r["error"].is_null(), "{r}");
+    let png = std::fs::read(&shot).expect("screenshot");
+    assert!(png.starts_with(b"\x89PNG") && png.len() > 5_000);
+    Some(r)
+}
+
+#[test]
+fn the_chat_page_answers_in_headless_chromium() {
+    let server = Server::start(&[]);
+    let Some(r) = page_answer(&server, "什么是RLHF？", "chat-page.png") else {
+        return;
+    };
     assert!(r["answer"].as_str().unwrap().contains("RLHF"), "{r}");
     let sources = r["sources"].as_array().unwrap();
     assert!(!sources.is_empty(), "no sources shown: {r}");
@@ -777,8 +862,6 @@ fn the_chat_page_answers_in_headless_chromium() {
     );
     // Phone-size: nothing overflows sideways.
     assert!(r["scrollWidth"].as_u64() <= r["width"].as_u64(), "{r}");
-    let png = std::fs::read(&shot).expect("screenshot");
-    assert!(png.starts_with(b"\x89PNG") && png.len() > 5_000);
 }
 
 #[test]
@@ -834,4 +917,17 @@ fn a_not_sure_answer_shows_its_evidence_in_every_front_end() {
         "{content}"
     );
     assert_eq!(v["kbqa"]["status"], "not_sure", "{v}");
+    // The page: the quote as the answer, a note that it is not sure, the source.
+    if let Some(r) = page_answer(&server, q, "chat-page-not-sure.png") {
+        assert!(r["answer"].as_str().unwrap().contains(&quote), "{r}");
+        assert!(
+            r["notes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|n| n.as_str().unwrap().contains("Not sure")),
+            "{r}"
+        );
+        assert!(!r["sources"].as_array().unwrap().is_empty(), "{r}");
+    }
 }

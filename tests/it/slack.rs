@@ -143,12 +143,18 @@ fn signed_post(server: &Server, path: &str, body: &[u8], extra: &[(&str, &str)])
 }
 
 fn slack_server(fake: &FakeSlack) -> Server {
+    slack_server_with(fake, &[])
+}
+
+fn slack_server_with(fake: &FakeSlack, extra: &[(&str, &str)]) -> Server {
     let api = format!("http://{}/api", fake.addr);
-    Server::start(&[
+    let mut env = vec![
         ("KBQA_SLACK_SIGNING_SECRET", SECRET),
         ("KBQA_SLACK_BOT_TOKEN", TOKEN),
-        ("KBQA_SLACK_API_BASE", &api),
-    ])
+        ("KBQA_SLACK_API_BASE", api.as_str()),
+    ];
+    env.extend_from_slice(extra);
+    Server::start(&env)
 }
 
 fn mention(event_id: &str, channel: &str, text: &str, extra: Value) -> Vec<u8> {
@@ -361,6 +367,46 @@ fn an_app_mention_is_answered_once_in_its_thread_with_sources() {
     // The DM is answered in its own thread (its ts), after the retry.
     assert_eq!(dm_posts[1].body["thread_ts"], "1700000001.000200");
     assert!(server.log().contains("duplicate Slack delivery ignored"));
+}
+
+#[test]
+fn slack_posts_a_not_sure_answer_with_its_evidence_and_never_an_unchecked_one() {
+    // A threshold no answer reaches: every checked answer is `not_sure`.
+    let fake = FakeSlack::start();
+    let server = slack_server_with(&fake, &[("KBQA_CONFIDENCE_THRESHOLD", "1")]);
+    for (id, channel, text) in [
+        ("EvN1", "CSURE", "<@UBOT> What does EFLOPS mean?"),
+        // The model writes "…Canberra." for this one; the checks refuse it.
+        ("EvN2", "COUT", "<@UBOT> What is the capital of Australia?"),
+    ] {
+        let body = mention(id, channel, text, json!({}));
+        assert_eq!(
+            signed_post(&server, "/slack/events", &body, &[]).status,
+            200
+        );
+    }
+    let unsure = &fake.wait_for(1, 240, |r| r.body["channel"] == "CSURE")[0];
+    let refused = &fake.wait_for(1, 240, |r| r.body["channel"] == "COUT")[0];
+    let section = |r: &Recorded| {
+        r.body["blocks"][0]["text"]["text"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let text = section(unsure);
+    assert!(text.starts_with(":grey_question:"), "{text}");
+    assert!(
+        text.contains("not sure") && text.contains('"'),
+        "evidence quoted: {text}"
+    );
+    let context = unsure.body["blocks"].as_array().unwrap().last().unwrap();
+    assert_eq!(context["type"], "context", "{:?}", unsure.body);
+    let whole = refused.body.to_string();
+    assert!(!whole.contains("Canberra"), "{whole}");
+    assert!(
+        section(refused).contains(kbqa::answer::refusal_text(kbqa::answer::Lang::En)),
+        "{whole}"
+    );
 }
 
 #[test]

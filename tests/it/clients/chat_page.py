@@ -96,6 +96,7 @@ try:
       return {
         answer: turn.querySelector('.answer').textContent,
         sources: [...turn.querySelectorAll('.sources li')].map(li => li.textContent),
+        notes: [...turn.querySelectorAll('.note')].map(n => n.textContent),
         width: document.documentElement.clientWidth,
         scrollWidth: document.documentElement.scrollWidth,
       };
