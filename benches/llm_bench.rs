@@ -62,6 +62,9 @@ fn main() -> Result<()> {
     let t0 = Instant::now();
     let mut logits = model.forward(&ids, &mut cache, true)?.unwrap();
     let prefill = t0.elapsed().as_secs_f64();
+    if let Some(ks) = arg(&args, "--batch") {
+        return batched(&model, &cache, &ks, gen_tokens);
+    }
 
     let t1 = Instant::now();
     for _ in 0..gen_tokens {
@@ -83,5 +86,65 @@ fn main() -> Result<()> {
             "weight_mb": model.weight_bytes() as f64 / 1048576.0,
         })
     );
+    Ok(())
+}
+
+/// `--batch 1,2,3,…`: batched decode after the same prompt. For each k,
+/// k copies of the prompt's cache decode `steps` tokens together (each
+/// its own greedy continuation), three times; prints one JSON line per k
+/// with the median step time and its ratio to k = 1.
+fn batched(
+    model: &Model,
+    prompt: &kbqa::models::decoder::KvCache,
+    ks: &str,
+    steps: usize,
+) -> Result<()> {
+    let ks: Vec<usize> = ks
+        .split(',')
+        .map(|k| k.trim().parse())
+        .collect::<Result<_, _>>()
+        .context("--batch takes numbers, e.g. 1,2,3")?;
+    let mut one = None;
+    for k in ks {
+        let mut times = Vec::new();
+        for _ in 0..3 {
+            let mut caches: Vec<_> = (0..k)
+                .map(|_| {
+                    let mut c = model.new_cache(prompt.len() + steps + 1);
+                    c.copy_prefix_from(prompt);
+                    c
+                })
+                .collect();
+            // Different first tokens, so the rows are different sequences.
+            let mut next: Vec<u32> = (0..k as u32).map(|i| 100 + 37 * i).collect();
+            let t = Instant::now();
+            for _ in 0..steps {
+                let mut refs: Vec<&mut _> = caches.iter_mut().collect();
+                let logits = model.forward_batch(&next, &mut refs)?;
+                next = logits
+                    .iter()
+                    .map(|l| {
+                        l.iter()
+                            .enumerate()
+                            .max_by(|a, b| a.1.total_cmp(b.1))
+                            .map_or(0, |(i, _)| i as u32)
+                    })
+                    .collect();
+            }
+            times.push(t.elapsed().as_secs_f64() * 1e3 / steps as f64);
+        }
+        times.sort_by(f64::total_cmp);
+        let step_ms = times[1];
+        let base = *one.get_or_insert(step_ms);
+        println!(
+            "{}",
+            serde_json::json!({
+                "k": k,
+                "step_ms": step_ms,
+                "vs_k1": step_ms / base,
+                "tok_s": k as f64 * 1e3 / step_ms,
+            })
+        );
+    }
     Ok(())
 }

@@ -158,6 +158,27 @@ pub trait Generator: Send + Sync {
         gate: Option<&RefusalGate>,
         on_text: &mut dyn FnMut(&str) -> bool,
     ) -> Result<Generation>;
+
+    /// Writes a reply to each of several prompts (several readings of one
+    /// question), prompt `i` sampled with `params[i]`, calling
+    /// `on_text(i, piece)` for its text. The in-process model prefills
+    /// equal prompts once and decodes all as one batch, each weight read
+    /// once per step for all of them; this default writes them one after
+    /// another (a model server batches concurrent requests itself).
+    fn generate_many(
+        &self,
+        prompts: &[ChatPrompt],
+        params: &[SamplingParams],
+        gate: Option<&RefusalGate>,
+        on_text: &mut dyn FnMut(usize, &str) -> bool,
+    ) -> Result<Vec<Generation>> {
+        prompts
+            .iter()
+            .zip(params)
+            .enumerate()
+            .map(|(i, (p, s))| self.generate(p, s, gate, &mut |t| on_text(i, t)))
+            .collect()
+    }
 }
 
 /// How often a waiting generator checks whether its caller cancelled.

@@ -347,6 +347,25 @@ pub struct AnswerOutcome {
     /// The passages given (chunk ids, in prompt order).
     #[serde(default)]
     pub passages: Vec<String>,
+    /// With several readings: how each fared, judged like the answer.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub readings: Vec<ReadingOutcome>,
+}
+
+/// How one reading of a question fared (see `crate::answer::Reading`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReadingOutcome {
+    /// Its passage order.
+    pub order: crate::answer::Order,
+    /// It passed the checks.
+    pub passed: bool,
+    /// Its confidence, if it passed.
+    pub confidence: Option<f32>,
+    /// What the confidence was computed from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signals: Option<crate::answer::Signals>,
+    /// Its text (checked, or as written when refused) holds the answer.
+    pub correct: bool,
 }
 
 /// A whole answer evaluation.
@@ -510,6 +529,17 @@ fn judge(
         model_text: a.model_text,
         written: a.written,
         passages: a.passages.iter().map(|p| p.chunk_id.clone()).collect(),
+        readings: a
+            .readings
+            .iter()
+            .map(|r| ReadingOutcome {
+                order: r.order,
+                passed: r.passed,
+                confidence: r.confidence,
+                signals: r.signals,
+                correct: holds(&r.text),
+            })
+            .collect(),
         answer: a.answer,
     }
 }

@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use super::options::AskOptions;
 use super::types::{Progress, NOT_IN_KB};
-use crate::engine::{ChatPrompt, Finish, Generation, Generator, RefusalGate};
+use crate::engine::{ChatPrompt, Finish, Generation, Generator, RefusalGate, SamplingParams};
 use crate::error::Result;
 
 /// What the model wrote, and how it went.
@@ -21,16 +21,18 @@ pub(super) struct Generated {
     pub finish: Finish,
 }
 
-/// Generates the reply to `prompt`, telling `on_progress` how far it has
-/// got (see [`super::ask`]); `start` is when the question arrived.
+/// Generates a reply to each prompt (one per reading, decoded as one
+/// batch), telling `on_progress` how far they have got (see
+/// [`super::ask`]); `start` is when the question arrived.
 pub(super) fn generate(
     generator: &dyn Generator,
-    prompt: &ChatPrompt,
+    prompts: &[ChatPrompt],
+    sampling: &[SamplingParams],
     opts: &AskOptions,
     start: Instant,
     on_progress: &mut dyn FnMut(Progress) -> bool,
-) -> Result<Generated> {
-    let mut raw = String::new();
+) -> Result<Vec<Generated>> {
+    let mut raw = vec![String::new(); prompts.len()];
     let mut pieces = 0usize;
     let mut first_token_ms = None;
     let mut cancelled_by_client = false;
@@ -38,36 +40,45 @@ pub(super) fn generate(
         marker: NOT_IN_KB,
         threshold: opts.refusal_threshold,
     };
-    let generation = generator.generate(prompt, &opts.sampling, Some(&gate), &mut |piece| {
-        let step = if piece.is_empty() {
-            Progress::Waiting
-        } else {
-            raw.push_str(piece);
-            pieces += 1;
-            first_token_ms.get_or_insert_with(|| ms(start));
-            Progress::Writing { tokens: pieces }
-        };
-        if !on_progress(step) {
-            cancelled_by_client = true;
-            return false;
-        }
-        // Once the reply is certainly the marker, the rest is not needed.
-        let head = raw.trim_start();
-        !(head.len() >= NOT_IN_KB.len() && head.starts_with(NOT_IN_KB))
-    })?;
-    let finish = if cancelled_by_client {
-        Finish::Cancelled
-    } else if generation.finish == Finish::Cancelled {
-        Finish::Stop // we stopped it: the marker was enough
-    } else {
-        generation.finish
-    };
-    tracing::debug!(raw = %generation.text, finish = ?generation.finish, "generated");
-    Ok(Generated {
-        generation,
-        first_token_ms,
-        finish,
-    })
+    let alone = prompts.len() == 1;
+    let generations =
+        generator.generate_many(prompts, sampling, Some(&gate), &mut |row, piece| {
+            let step = if piece.is_empty() {
+                Progress::Waiting
+            } else {
+                raw[row].push_str(piece);
+                pieces += 1;
+                first_token_ms.get_or_insert_with(|| ms(start));
+                Progress::Writing { tokens: pieces }
+            };
+            if !on_progress(step) {
+                cancelled_by_client = true;
+                return false;
+            }
+            // Once a lone reply is certainly the marker, the rest is not
+            // needed (a batch runs on: the marker is short, and stopping
+            // one row would stop all).
+            let head = raw[row].trim_start();
+            !(alone && head.len() >= NOT_IN_KB.len() && head.starts_with(NOT_IN_KB))
+        })?;
+    Ok(generations
+        .into_iter()
+        .map(|generation| {
+            let finish = if cancelled_by_client {
+                Finish::Cancelled
+            } else if generation.finish == Finish::Cancelled {
+                Finish::Stop // we stopped it: the marker was enough
+            } else {
+                generation.finish
+            };
+            tracing::debug!(raw = %generation.text, finish = ?generation.finish, "generated");
+            Generated {
+                generation,
+                first_token_ms,
+                finish,
+            }
+        })
+        .collect())
 }
 
 /// Milliseconds since `since`.

@@ -59,6 +59,7 @@ mod language;
 pub mod options;
 pub mod prompt;
 pub mod question;
+mod readings;
 pub mod retrieve;
 pub mod rules;
 pub mod support;
@@ -74,13 +75,14 @@ pub use self::question::Question;
 pub use self::rules::unsupported_specifics;
 pub use self::support::{support, Support, CITED_OVERLAP, TRANSLATED_OVERLAP};
 pub use self::types::{
-    refusal_text, Answer, Citation, Passage, Progress, Refusal, Signals, Status, Timings, Usage,
-    NOT_IN_KB,
+    refusal_text, Answer, Citation, Order, Passage, Progress, Reading, Refusal, Signals, Status,
+    Timings, Usage, NOT_IN_KB,
 };
 pub use crate::text::Lang;
 
 use self::generate::{generate, ms, Generated};
-use self::prompt::{build_prompt, Shown};
+use self::prompt::Shown;
+use self::readings::ReadingPrompt;
 use crate::engine::{ChatPrompt, Embedder, Generator};
 use crate::error::Result;
 use crate::kb::Kb;
@@ -137,6 +139,10 @@ pub fn ask(
 /// --oracle`, which hands the model the passages that hold the answer to
 /// tell the model's share of the errors from retrieval's. Without an
 /// embedder the passages are shown whole and meaning backs no answer.
+///
+/// With `opts.readings` > 1 the model reads the passages in several
+/// orders ([`readings`]), all decoded as one batch; each reading is checked
+/// on its own, and the most confident one that passes answers.
 pub fn answer_from(
     generator: &dyn Generator,
     embedder: Option<&dyn Embedder>,
@@ -146,7 +152,80 @@ pub fn answer_from(
     on_progress: &mut dyn FnMut(Progress) -> bool,
 ) -> Result<Answer> {
     let start = retrieved.since;
-    let mut answer = Answer {
+    let mut answer = blank(generator, question, start);
+    if retrieved.hits.is_empty() {
+        return Ok(refuse(answer, Refusal::NoPassages, start));
+    }
+    let shown = focus::shown_passages(
+        question.text(),
+        retrieved.translation.as_deref(),
+        question.lang(),
+        &retrieved.hits,
+        opts.focus,
+        embedder,
+    );
+    // Choosing sentences is part of retrieval.
+    answer.timings.retrieve_ms = ms(start);
+    let prompt_span = tracing::debug_span!("prompt").entered();
+    let prompts = readings::prompts(generator, question, &shown, opts)?;
+    drop(prompt_span);
+    let chat: Vec<ChatPrompt> = prompts
+        .iter()
+        .map(|r| ChatPrompt {
+            system: prompt::system(opts.prompt),
+            examples: prompt::examples(opts.prompt),
+            user: &r.user,
+        })
+        .collect();
+    tracing::debug!(prompt = %prompts[0].user, readings = prompts.len(), "user message");
+    let sampling: Vec<_> = prompts.iter().map(|r| r.sampling.clone()).collect();
+    let generated = tracing::debug_span!("generate")
+        .in_scope(|| generate(generator, &chat, &sampling, opts, start, on_progress))?;
+    on_progress(Progress::Checking);
+    let models = Models {
+        embedder,
+        generator: Some(generator),
+    };
+    let judged: Vec<Judged> = tracing::debug_span!("check").in_scope(|| {
+        prompts
+            .iter()
+            .zip(&generated)
+            .map(|(r, g)| judge(g, r, question, models, opts))
+            .collect()
+    });
+    let chosen = readings::choose(&judged.iter().map(Judged::passed).collect::<Vec<_>>());
+    if prompts.len() > 1 {
+        answer.readings = prompts
+            .iter()
+            .zip(&judged)
+            .map(|(r, j)| j.summary(r.order))
+            .collect();
+    }
+    let reading = &prompts[chosen];
+    answer.passages = passages(&reading.given);
+    record(&mut answer, &generated[chosen]);
+    match judged.into_iter().nth(chosen) {
+        Some(Judged::Passed(p)) => {
+            let after = After {
+                question,
+                given: &reading.given,
+                models,
+                opts,
+                start,
+            };
+            conclude(answer, *p, &after)
+        }
+        Some(Judged::Refused(why, model_text)) => {
+            answer.model_text = model_text;
+            Ok(refuse(answer, why, start))
+        }
+        None => unreachable!("`choose` picks one of the readings"),
+    }
+}
+
+/// The answer before any stage filled it in: a refusal, as yet.
+fn blank(generator: &dyn Generator, question: &Question, start: Instant) -> Answer {
+    Answer {
         question: question.text().to_string(),
         answer: String::new(),
         grounded: false,
@@ -162,53 +241,91 @@ pub fn answer_from(
         status: Status::Refused,
         confidence: None,
         signals: None,
+        readings: Vec::new(),
         usage: Usage::default(),
         timings: Timings {
             retrieve_ms: ms(start),
             ..Timings::default()
         },
-    };
-    if retrieved.hits.is_empty() {
-        return Ok(refuse(answer, Refusal::NoPassages, start));
     }
-    let shown = focus::shown_passages(
-        question.text(),
-        retrieved.translation.as_deref(),
-        question.lang(),
-        &retrieved.hits,
-        opts.focus,
-        embedder,
-    );
-    // Choosing sentences is part of retrieval.
-    answer.timings.retrieve_ms = ms(start);
-    let prompt_span = tracing::debug_span!("prompt").entered();
-    let (user, given) = build_prompt(generator, question.text(), question.lang(), &shown, opts)?;
-    drop(prompt_span);
-    tracing::debug!(prompt = %user, "user message");
-    answer.passages = passages(&given);
-    let prompt = ChatPrompt {
-        system: prompt::system(opts.prompt),
-        examples: prompt::examples(opts.prompt),
-        user: &user,
-    };
-    let generated = tracing::debug_span!("generate")
-        .in_scope(|| generate(generator, &prompt, opts, start, on_progress))?;
-    record(&mut answer, &generated);
-    on_progress(Progress::Checking);
-    let after = After {
-        question,
-        given: &given,
-        models: Models {
-            embedder,
-            generator: Some(generator),
-        },
-        opts,
-        start,
-    };
-    finish(answer, &generated, &after)
 }
 
-/// What the stages after generation read besides the model's text.
+/// A reading's outcome after the checks.
+enum Judged {
+    /// It passed: the checked text, and how sure it is.
+    Passed(Box<Passed>),
+    /// It was refused, and why (with what the model wrote, if anything).
+    Refused(Refusal, Option<String>),
+}
+
+/// A reading that passed the checks.
+struct Passed {
+    checked: Checked,
+    signals: Signals,
+    confidence: Option<f32>,
+}
+
+impl Judged {
+    /// `Some(confidence)` if it passed the checks.
+    fn passed(&self) -> Option<Option<f32>> {
+        match self {
+            Judged::Passed(p) => Some(p.confidence),
+            Judged::Refused(..) => None,
+        }
+    }
+
+    /// The reading as an answer reports it.
+    fn summary(&self, order: Order) -> Reading {
+        match self {
+            Judged::Passed(p) => Reading {
+                order,
+                passed: true,
+                confidence: p.confidence,
+                signals: Some(p.signals),
+                refusal: None,
+                text: p.checked.text.clone(),
+            },
+            Judged::Refused(why, text) => Reading {
+                order,
+                passed: false,
+                confidence: None,
+                signals: None,
+                refusal: Some(*why),
+                text: text.clone().unwrap_or_default(),
+            },
+        }
+    }
+}
+
+/// The check stage on one reading, and (when it passes) its confidence.
+fn judge(
+    generated: &Generated,
+    reading: &ReadingPrompt,
+    question: &Question,
+    models: Models,
+    opts: &AskOptions,
+) -> Judged {
+    let text = generated.generation.text.trim();
+    let shown: Vec<&str> = reading.given.iter().map(|s| s.text.as_str()).collect();
+    match check(text, question.text(), &shown, models, opts) {
+        Err((why, model_text)) => Judged::Refused(why, model_text),
+        Ok(checked) => {
+            let mut signals =
+                confidence::signals(&generated.generation, &checked, question.text(), &shown);
+            // Where the cited passage ranked in retrieval, whatever order
+            // this reading showed it in.
+            signals.first_cited = reading.rank(signals.first_cited);
+            let confidence = confidence::confidence(&signals, &opts.confidence);
+            Judged::Passed(Box::new(Passed {
+                checked,
+                signals,
+                confidence,
+            }))
+        }
+    }
+}
+
+/// What the stages after the checks read besides the chosen reading.
 struct After<'a> {
     question: &'a Question,
     given: &'a [Shown<'a>],
@@ -217,8 +334,9 @@ struct After<'a> {
     start: Instant,
 }
 
-/// The check, cite and language stages on what the model wrote.
-fn finish(mut answer: Answer, generated: &Generated, after: &After) -> Result<Answer> {
+/// The cite and language stages on the chosen reading, then the
+/// confidence threshold: answered, or not sure.
+fn conclude(mut answer: Answer, passed: Passed, after: &After) -> Result<Answer> {
     let After {
         question,
         given,
@@ -226,22 +344,16 @@ fn finish(mut answer: Answer, generated: &Generated, after: &After) -> Result<An
         opts,
         start,
     } = *after;
-    let text = generated.generation.text.trim();
+    let Passed {
+        checked,
+        signals,
+        confidence,
+    } = passed;
     let shown: Vec<&str> = given.iter().map(|s| s.text.as_str()).collect();
-    let checked = tracing::debug_span!("check")
-        .in_scope(|| check(text, question.text(), &shown, models, opts));
-    let checked = match checked {
-        Ok(c) => c,
-        Err((why, model_text)) => {
-            answer.model_text = model_text;
-            return Ok(refuse(answer, why, start));
-        }
-    };
     answer.citations = tracing::debug_span!("cite")
         .in_scope(|| cite::citations(&checked, given, question.text(), models.embedder));
-    let signals = confidence::signals(&generated.generation, &checked, question.text(), &shown);
     answer.signals = Some(signals);
-    answer.confidence = confidence::confidence(&signals, &opts.confidence);
+    answer.confidence = confidence;
     // The answer is in the question's language: reading Chinese passages,
     // the small model often answers an English question in Chinese (it
     // copies). Checked as written, such an answer is then translated.

@@ -3,7 +3,7 @@
 //! OpenAI endpoint and Slack, so a setting means the same in each and is
 //! checked in one place.
 
-use crate::config::{ConfidenceConfig, Config, PromptStyle};
+use crate::config::{ConfidenceConfig, Config, PromptStyle, ReadingStyle};
 use crate::engine::SamplingParams;
 use crate::error::{Error, Result};
 use crate::retrieve::{SearchMode, MAX_K};
@@ -40,10 +40,25 @@ pub struct AskOptions {
     /// Search with the question's translation too when it is not in the
     /// knowledge base's main language ([`super::translate`]).
     pub translate: bool,
+    /// Readings of the question the model writes (passage orders),
+    /// decoded as one batch; the most confident checked one answers.
+    pub readings: usize,
+    /// What makes the readings differ.
+    pub reading_style: ReadingStyle,
+    /// The temperature of sampled readings.
+    pub reading_temperature: f32,
     /// How an answer's confidence is computed, and the threshold below
     /// which it is `not_sure`.
     pub confidence: ConfidenceConfig,
 }
+
+/// Most readings per question in the `orders` style: the passage orders
+/// there are (given, reversed, rotated).
+pub const MAX_ORDERS: usize = 3;
+
+/// Most readings per question: the rows a batched decode step is built
+/// for (`crate::models::packed::FEW`).
+pub const MAX_READINGS: usize = 8;
 
 /// What a request may change of the configured options (`None`: as
 /// configured). Front ends fill it from their flags or request bodies.
@@ -73,6 +88,10 @@ pub struct AskOverrides {
     pub translate: Option<bool>,
     /// The confidence below which an answer is `not_sure`.
     pub confidence_threshold: Option<f32>,
+    /// Readings per question (see [`AskOptions::readings`]).
+    pub readings: Option<usize>,
+    /// What makes them differ.
+    pub reading_style: Option<ReadingStyle>,
 }
 
 impl AskOptions {
@@ -101,6 +120,9 @@ impl AskOptions {
             cited_support_cosine: a.cited_support_cosine,
             focus: o.focus.unwrap_or(a.focus),
             translate: o.translate.unwrap_or(a.translate),
+            readings: o.readings.unwrap_or(a.readings),
+            reading_style: o.reading_style.unwrap_or(a.reading_style),
+            reading_temperature: a.reading_temperature,
             confidence: ConfidenceConfig {
                 threshold: o.confidence_threshold.unwrap_or(a.confidence.threshold),
                 ..a.confidence.clone()
@@ -130,6 +152,21 @@ impl AskOptions {
         }
         if !(s.top_p > 0.0 && s.top_p <= 1.0) {
             return Err(Error::InvalidOption("top_p must be in (0, 1]".into()));
+        }
+        let most = match self.reading_style {
+            ReadingStyle::Orders => MAX_ORDERS,
+            ReadingStyle::Samples => MAX_READINGS,
+        };
+        if !(1..=most).contains(&self.readings) {
+            return Err(Error::InvalidOption(format!(
+                "readings must be between 1 and {most} (reading style {:?})",
+                self.reading_style
+            )));
+        }
+        if !(0.0..=2.0).contains(&self.reading_temperature) {
+            return Err(Error::InvalidOption(
+                "the reading temperature must be between 0 and 2".into(),
+            ));
         }
         if !(0.0..=1.0).contains(&self.confidence.threshold) {
             return Err(Error::InvalidOption(

@@ -85,6 +85,7 @@ fn instruction(lang: Lang) -> &'static str {
 
 /// A passage as the model saw it (perhaps only some of its lines or
 /// sentences): citations, checks and evidence use exactly this text.
+#[derive(Clone)]
 pub(super) struct Shown<'h> {
     /// The retrieved passage.
     pub hit: &'h SearchHit,

@@ -217,6 +217,46 @@ pub struct Answer {
     /// its checked answer as written, of which `answer` is the translation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub written: Option<String>,
+    /// With several readings: each one, in order, for inspection (the
+    /// answer is the chosen one's).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub readings: Vec<Reading>,
+}
+
+/// The order a reading shows the passages in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Order {
+    /// Retrieval's, best first.
+    Given,
+    /// Best last.
+    Reversed,
+    /// The second best first, the best last.
+    Rotated,
+    /// Retrieval's order, the reply sampled rather than greedy (the
+    /// `samples` reading style).
+    Sampled,
+}
+
+/// One reading of a question, as the answer reports it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Reading {
+    /// How it showed the passages.
+    pub order: Order,
+    /// It passed the checks.
+    pub passed: bool,
+    /// Its confidence, if it passed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub confidence: Option<f32>,
+    /// What its confidence was computed from, if it passed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signals: Option<Signals>,
+    /// Why it was refused, if it was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refusal: Option<Refusal>,
+    /// Its checked text, or what the model wrote when refused (never shown
+    /// as the answer unless chosen and checked).
+    pub text: String,
 }
 
 /// Where an answer is, for a caller that shows it while it works. It

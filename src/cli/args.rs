@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 use kbqa::config::layers::Setting;
-use kbqa::config::{Backend, PromptStyle, SearchMode, TokenizerKind};
+use kbqa::config::{Backend, PromptStyle, ReadingStyle, SearchMode, TokenizerKind};
 
 /// Answer questions about your documents, with cited passages.
 #[derive(Parser)]
@@ -159,6 +159,12 @@ pub struct GenArgs {
     /// Answers less sure than this are "not sure": the evidence is quoted instead [default: answer.confidence.threshold].
     #[arg(long, value_name = "P")]
     pub confidence_threshold: Option<f32>,
+    /// Readings of each question the model writes (passage orders), decoded as one batch; the most confident checked one answers [default: answer.readings].
+    #[arg(long, value_name = "N")]
+    pub readings: Option<usize>,
+    /// What makes readings differ: passage orders, or samples of one prompt [default: answer.reading_style, orders].
+    #[arg(long, value_enum)]
+    pub reading_style: Option<ReadingStyle>,
 }
 
 /// `kbqa models …`.
@@ -319,6 +325,12 @@ impl GenArgs {
                 "--confidence-threshold",
                 "answer.confidence.threshold",
                 text(&self.confidence_threshold),
+            ),
+            ("--readings", "answer.readings", text(&self.readings)),
+            (
+                "--reading-style",
+                "answer.reading_style",
+                self.reading_style.as_ref().map(spelled),
             ),
         ])
     }

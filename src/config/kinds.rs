@@ -129,3 +129,16 @@ pub enum PromptStyle {
     /// Softer refusal rule, examples without the refusal.
     Lenient,
 }
+
+/// What makes the readings of one question differ (`answer.readings` > 1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum ReadingStyle {
+    /// The passages in other orders (reversed, rotated): each reading has
+    /// its own prompt, so each pays its own prefill.
+    #[default]
+    Orders,
+    /// The same prompt, prefilled once; the first reading greedy, the
+    /// others sampled. Costs only the batched decode.
+    Samples,
+}

@@ -63,6 +63,8 @@ pub const ENV: &[(&str, &str)] = &[
     ("MAX_NEW_TOKENS", "answer.max_new_tokens"),
     ("FOCUS", "answer.focus"),
     ("TRANSLATE", "answer.translate"),
+    ("READINGS", "answer.readings"),
+    ("READING_STYLE", "answer.reading_style"),
     ("CONTEXT", "answer.context"),
     ("CONFIDENCE_THRESHOLD", "answer.confidence.threshold"),
     ("K", "search.k"),

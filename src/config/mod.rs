@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-pub use kinds::{Backend, PromptStyle, SearchMode, TokenizerKind};
+pub use kinds::{Backend, PromptStyle, ReadingStyle, SearchMode, TokenizerKind};
 
 /// The embedding model used when none is configured (a name the model
 /// cache knows how to fetch).
@@ -306,6 +306,17 @@ pub struct AnswerConfig {
     /// Search with the question's translation (by the generator) too when
     /// it is not written in the knowledge base's main language.
     pub translate: bool,
+    /// How many readings of each question the model writes, decoded as one
+    /// batch: the passages in their order, then reversed, then (a third)
+    /// the order interleaved from both ends. The most confident reading
+    /// that passes the checks is the answer. See BENCHMARKS.md, "Several
+    /// readings", for what each count measured.
+    pub readings: usize,
+    /// What makes the readings differ: passage orders, or samples of one
+    /// prompt.
+    pub reading_style: ReadingStyle,
+    /// The temperature of sampled readings (the first is always greedy).
+    pub reading_temperature: f32,
     /// How sure an answer must be to be asserted.
     pub confidence: ConfidenceConfig,
 }
@@ -374,6 +385,9 @@ impl Default for AnswerConfig {
             cited_support_cosine: 0.92,
             focus: 8,
             translate: false,
+            readings: 1,
+            reading_style: ReadingStyle::default(),
+            reading_temperature: 0.7,
             confidence: ConfidenceConfig::default(),
         }
     }

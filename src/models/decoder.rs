@@ -29,6 +29,7 @@ use candle_core::Device;
 use rayon::prelude::*;
 
 pub use super::kv_cache::KvCache;
+use super::ops::{add_bias, dot, rms_norm};
 use super::packed::{Activations, PackedMatrix};
 use crate::error::{Error, Result};
 
@@ -97,11 +98,17 @@ pub struct Model {
     inv_freq: Vec<f32>,
 }
 
+/// Consecutive rows of one forward pass that belong to one sequence:
+/// `t` tokens at positions `p0..p0 + t` of cache `seq`.
+struct Run {
+    seq: usize,
+    p0: usize,
+    t: usize,
+}
+
 /// The working buffers of one [`Model::forward`] call, for `t` tokens:
 /// allocated once and reused by every block, rather than once per block.
 struct Scratch {
-    /// Tokens in the call.
-    t: usize,
     /// The normed input of the current half-block, `[t, dim]`.
     h: Vec<f32>,
     /// Queries, `[t, heads · head_dim]`.
@@ -123,7 +130,6 @@ impl Scratch {
         let d = hp.dim;
         let kv = hp.kv_heads * hp.head_dim;
         Scratch {
-            t,
             h: vec![0f32; t * d],
             q: vec![0f32; t * d],
             k: vec![0f32; t * kv],
@@ -401,60 +407,120 @@ impl Model {
         cache: &mut KvCache,
         logits: bool,
     ) -> Result<Option<Vec<f32>>> {
-        let hp = &self.hp;
         let t = tokens.len();
         if t == 0 {
             return Ok(None);
         }
-        if cache.len() + t > cache.capacity() {
-            return Err(Error::Model(format!(
-                "the prompt and answer need {} positions; the context holds {}",
-                cache.len() + t,
-                cache.capacity()
-            )));
+        let runs = [Run {
+            seq: 0,
+            p0: cache.len(),
+            t,
+        }];
+        let x = self.run(tokens, &mut [cache], &runs)?;
+        if !logits {
+            return Ok(None);
+        }
+        let d = self.hp.dim;
+        Ok(self.logits(&x[(t - 1) * d..]).pop())
+    }
+
+    /// One decode step for several sequences at once: `tokens[i]` at the
+    /// next position of `caches[i]`; returns each one's next-token logits.
+    /// Every weight is read once for the whole step (decode is bound by
+    /// memory bandwidth, so k rows cost little more than one), and each
+    /// row's numbers are exactly those of [`Self::forward`] on its own.
+    pub fn forward_batch(
+        &self,
+        tokens: &[u32],
+        caches: &mut [&mut KvCache],
+    ) -> Result<Vec<Vec<f32>>> {
+        assert_eq!(tokens.len(), caches.len(), "one token per sequence");
+        if tokens.is_empty() {
+            return Ok(Vec::new());
+        }
+        let runs: Vec<Run> = caches
+            .iter()
+            .enumerate()
+            .map(|(seq, c)| Run {
+                seq,
+                p0: c.len(),
+                t: 1,
+            })
+            .collect();
+        let x = self.run(tokens, caches, &runs)?;
+        Ok(self.logits(&x))
+    }
+
+    /// The transformer over `tokens`, whose rows belong to sequences as
+    /// `runs` say (consecutive rows of one sequence, at consecutive
+    /// positions); each sequence's cache advances by its rows. Returns the
+    /// final hidden states, `[tokens, dim]`.
+    fn run(&self, tokens: &[u32], caches: &mut [&mut KvCache], runs: &[Run]) -> Result<Vec<f32>> {
+        let hp = &self.hp;
+        for r in runs {
+            let c = &caches[r.seq];
+            if c.len() + r.t > c.capacity() {
+                return Err(Error::Model(format!(
+                    "the prompt and answer need {} positions; the context holds {}",
+                    c.len() + r.t,
+                    c.capacity()
+                )));
+            }
         }
         if let Some(&bad) = tokens.iter().find(|&&id| id as usize >= hp.vocab) {
             return Err(Error::Model(format!(
                 "token id {bad} is outside the vocabulary"
             )));
         }
-        let d = hp.dim;
-        let p0 = cache.len();
+        let (d, t) = (hp.dim, tokens.len());
         let mut x = vec![0f32; t * d];
         for (row, &id) in x.chunks_exact_mut(d).zip(tokens) {
             self.embedding.row(id as usize, row);
         }
+        let positions: Vec<usize> = runs.iter().flat_map(|r| r.p0..r.p0 + r.t).collect();
         let mut s = Scratch::new(hp, t);
         for (l, layer) in self.layers.iter().enumerate() {
-            self.attention_block(layer, l, cache, p0, &mut x, &mut s);
+            self.attention_block(layer, l, caches, runs, &positions, &mut x, &mut s);
             self.feed_forward_block(layer, &mut x, &mut s);
         }
-        cache.advance(t);
-        if !logits {
-            return Ok(None);
+        for r in runs {
+            caches[r.seq].advance(r.t);
         }
-        let mut last = vec![0f32; d];
-        rms_norm(&x[(t - 1) * d..], &self.out_norm, hp.eps, &mut last);
+        Ok(x)
+    }
+
+    /// Next-token logits for each row of final hidden states `x`.
+    fn logits(&self, x: &[f32]) -> Vec<Vec<f32>> {
+        let d = self.hp.dim;
+        let mut normed = vec![0f32; x.len()];
+        rms_norm(x, &self.out_norm, self.hp.eps, &mut normed);
         let out = self.output.as_ref().unwrap_or(&self.embedding);
-        let mut logits = vec![0f32; out.rows()];
-        out.matmul(&Activations::quantise(&last, d), &mut logits);
-        Ok(Some(logits))
+        let mut logits = vec![0f32; x.len() / d * out.rows()];
+        out.matmul(&Activations::quantise(&normed, d), &mut logits);
+        logits
+            .chunks_exact(out.rows())
+            .map(<[f32]>::to_vec)
+            .collect()
     }
 
     /// The attention half of block `l`: norm, q/k/v projections (biases,
-    /// RoPE), the new keys and values into `cache`, attention over it, the
-    /// output projection added to the residual stream `x`.
+    /// RoPE at each row's position), each sequence's new keys and values
+    /// into its cache and its rows' attention over it, the output
+    /// projection added to the residual stream `x`.
+    #[allow(clippy::too_many_arguments)]
     fn attention_block(
         &self,
         layer: &Layer,
         l: usize,
-        cache: &mut KvCache,
-        p0: usize,
+        caches: &mut [&mut KvCache],
+        runs: &[Run],
+        positions: &[usize],
         x: &mut [f32],
         s: &mut Scratch,
     ) {
         let hp = &self.hp;
-        let (d, t) = (hp.dim, s.t);
+        let d = hp.dim;
+        let kv = hp.kv_heads * hp.head_dim;
         rms_norm(x, &layer.attn_norm, hp.eps, &mut s.h);
         let a = Activations::quantise(&s.h, d);
         layer.q.matmul(&a, &mut s.q);
@@ -463,11 +529,31 @@ impl Model {
         add_bias(&mut s.q, layer.bias_q.as_deref());
         add_bias(&mut s.k, layer.bias_k.as_deref());
         add_bias(&mut s.v, layer.bias_v.as_deref());
-        self.rope(&mut s.q, hp.heads, p0);
-        self.rope(&mut s.k, hp.kv_heads, p0);
-        cache.store(l, p0, hp.kv_heads, &s.k, &s.v);
-        let (keys, values) = cache.layer(l);
-        self.attention(&s.q, keys, values, cache.capacity(), p0, t, &mut s.attn);
+        self.rope(&mut s.q, hp.heads, positions);
+        self.rope(&mut s.k, hp.kv_heads, positions);
+        let mut row = 0;
+        for r in runs {
+            let cache = &mut caches[r.seq];
+            let rows = row..row + r.t;
+            cache.store(
+                l,
+                r.p0,
+                hp.kv_heads,
+                &s.k[rows.start * kv..rows.end * kv],
+                &s.v[rows.start * kv..rows.end * kv],
+            );
+            let (keys, values) = cache.layer(l);
+            self.attention(
+                &s.q[rows.start * d..rows.end * d],
+                keys,
+                values,
+                cache.capacity(),
+                r.p0,
+                r.t,
+                &mut s.attn[rows.start * d..rows.end * d],
+            );
+            row += r.t;
+        }
         layer
             .o
             .matmul(&Activations::quantise(&s.attn, d), &mut s.proj);
@@ -497,12 +583,12 @@ impl Model {
         x.iter_mut().zip(&s.proj).for_each(|(x, p)| *x += p);
     }
 
-    /// Rotates each head of each token by its position (`p0 + i`).
-    fn rope(&self, x: &mut [f32], heads: usize, p0: usize) {
+    /// Rotates each head of each token row by its position.
+    fn rope(&self, x: &mut [f32], heads: usize, positions: &[usize]) {
         let hd = self.hp.head_dim;
         let half = hd / 2;
-        for (i, tok) in x.chunks_exact_mut(heads * hd).enumerate() {
-            let pos = (p0 + i) as f32;
+        for (tok, &pos) in x.chunks_exact_mut(heads * hd).zip(positions) {
+            let pos = pos as f32;
             let (sin, cos): (Vec<f32>, Vec<f32>) =
                 self.inv_freq.iter().map(|f| (pos * f).sin_cos()).unzip();
             for head in tok.chunks_exact_mut(hd) {
@@ -590,41 +676,4 @@ fn same_rows(a: &PackedMatrix, b: &PackedMatrix) -> bool {
         let (xx, yy) = (dot(&x, &x), dot(&y, &y));
         xx > 0.0 && yy > 0.0 && dot(&x, &y) / (xx * yy).sqrt() >= 0.98
     })
-}
-
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    // Eight partial sums so the compiler vectorises it.
-    let mut acc = [0f32; 8];
-    for (a, b) in a.chunks_exact(8).zip(b.chunks_exact(8)) {
-        for i in 0..8 {
-            acc[i] += a[i] * b[i];
-        }
-    }
-    let tail: f32 = a
-        .chunks_exact(8)
-        .remainder()
-        .iter()
-        .zip(b.chunks_exact(8).remainder())
-        .map(|(a, b)| a * b)
-        .sum();
-    acc.iter().sum::<f32>() + tail
-}
-
-fn rms_norm(x: &[f32], weight: &[f32], eps: f32, out: &mut [f32]) {
-    let d = weight.len();
-    for (xr, or) in x.chunks_exact(d).zip(out.chunks_exact_mut(d)) {
-        let ms = xr.iter().map(|v| v * v).sum::<f32>() / d as f32;
-        let inv = 1.0 / (ms + eps).sqrt();
-        for ((o, x), w) in or.iter_mut().zip(xr).zip(weight) {
-            *o = x * inv * w;
-        }
-    }
-}
-
-fn add_bias(x: &mut [f32], bias: Option<&[f32]>) {
-    if let Some(b) = bias {
-        for row in x.chunks_exact_mut(b.len()) {
-            row.iter_mut().zip(b).for_each(|(x, b)| *x += b);
-        }
-    }
 }

@@ -12,6 +12,7 @@ use std::time::Instant;
 use super::decoder::{self as model, KvCache, Model};
 use super::fetch::{self, FetchEvent};
 use super::gguf_tokenizer::GgufTokenizer;
+use super::sampling::{apply_gate, emittable, logprob, sample};
 use crate::engine::{
     ChatPrompt, Finish, FirstTokenGate, Generation, Generator, RefusalGate, SamplingParams,
 };
@@ -286,71 +287,224 @@ impl Llm {
         params: &SamplingParams,
         on_text: &mut dyn FnMut(&str) -> bool,
     ) -> Result<Generation> {
-        let start = Instant::now();
-        let prompt_tokens = prefix.len() + rest.len();
-        let (mut cache, cached, mut logits) = self.prefill(prefix, rest)?;
-        let prefill_ms = start.elapsed().as_secs_f64() * 1e3;
-        let decode_start = Instant::now();
-        let _decode = tracing::debug_span!("decode").entered();
+        let mut out = self.generate_batch(
+            &[(prefix, rest)],
+            std::slice::from_ref(params),
+            &mut |_, piece| on_text(piece),
+        )?;
+        Ok(out.remove(0))
+    }
 
-        let mut rng = Rng(params.seed);
-        let mut ids: Vec<u32> = Vec::new();
-        let mut emitted = 0usize; // bytes of `text` already given to `on_text`
-        let mut text = String::new();
-        let mut finish = Finish::Length;
-        let hold = params.stop.iter().map(|s| s.len()).max().unwrap_or(0);
-        let gate_probability = params.gate.as_ref().map(|g| apply_gate(g, &mut logits));
-        let mut token_logprobs = Vec::new();
-        while ids.len() < params.max_new_tokens {
-            let next = sample(&logits, params, &mut rng);
-            if self.tokenizer.stop_ids.contains(&next) {
-                finish = Finish::Stop;
-                break;
-            }
-            token_logprobs.push(logprob(&logits, next));
-            ids.push(next);
-            text = self.tokenizer.decode(&ids)?;
-            if let Some(at) = params
-                .stop
-                .iter()
-                .filter_map(|s| text.find(s.as_str()))
-                .min()
-            {
-                text.truncate(at);
-                finish = Finish::Stop;
-                break;
-            }
-            if let Some(safe) = emittable(&text, hold).filter(|&safe| safe > emitted) {
-                let go_on = on_text(&text[emitted..safe]);
-                emitted = safe;
-                if !go_on {
-                    finish = Finish::Cancelled;
-                    break;
+    /// Replies to several prompts at once, prompt `i` sampled with
+    /// `params[i]`: each distinct prompt is prefilled once (sharing the
+    /// cached system prefix; an equal prompt's cache is copied), then all
+    /// are decoded together, one [`Model::forward_batch`] step for the rows
+    /// still writing, so each weight is read once per step for all of them.
+    /// Each row decodes exactly what it would alone. `on_text(row, piece)`
+    /// gets each row's text as it is complete UTF-8; `false` cancels them
+    /// all.
+    pub fn generate_batch(
+        &self,
+        prompts: &[(&[u32], &[u32])],
+        params: &[SamplingParams],
+        on_text: &mut dyn FnMut(usize, &str) -> bool,
+    ) -> Result<Vec<Generation>> {
+        let mut rows = self.prefill_rows(prompts, params)?;
+        let decode_start = Instant::now();
+        let _decode = tracing::debug_span!("decode", rows = rows.len()).entered();
+        let mut cancelled = false;
+        loop {
+            let mut next = Vec::new();
+            for (i, row) in rows.iter_mut().enumerate() {
+                if row.finish.is_some() {
+                    continue;
+                }
+                match row.step(self, &params[i])? {
+                    Step::Piece(piece) => {
+                        if !on_text(i, &piece) {
+                            cancelled = true;
+                            break;
+                        }
+                    }
+                    Step::Done => continue,
+                    Step::Quiet => {}
+                }
+                if row.finish.is_none() {
+                    next.push(i);
                 }
             }
-            if ids.len() >= params.max_new_tokens || cache.len() + 1 > cache.capacity() {
+            if cancelled || next.is_empty() {
                 break;
             }
-            logits = self
-                .model
-                .forward(&[next], &mut cache, true)?
-                .expect("logits were requested");
+            let tokens: Vec<u32> = next.iter().map(|&i| *rows[i].ids.last().unwrap()).collect();
+            let mut caches: Vec<&mut KvCache> = rows
+                .iter_mut()
+                .enumerate()
+                .filter(|(i, _)| next.contains(i))
+                .map(|(_, r)| &mut r.cache)
+                .collect();
+            let logits = self.model.forward_batch(&tokens, &mut caches)?;
+            for (&i, l) in next.iter().zip(logits) {
+                rows[i].logits = l;
+            }
         }
-        let text = text.trim_end_matches('\u{FFFD}').to_string();
-        if finish != Finish::Cancelled && text.len() > emitted {
-            on_text(&text[emitted..]);
+        let decode_ms = decode_start.elapsed().as_secs_f64() * 1e3;
+        Ok(rows
+            .into_iter()
+            .enumerate()
+            .map(|(i, row)| row.end(cancelled, decode_ms, &mut |piece| on_text(i, piece)))
+            .collect())
+    }
+
+    /// The rows of [`Self::generate_batch`], prefilled: each distinct
+    /// prompt once, an equal prompt's cache copied.
+    fn prefill_rows(
+        &self,
+        prompts: &[(&[u32], &[u32])],
+        params: &[SamplingParams],
+    ) -> Result<Vec<Row>> {
+        assert_eq!(prompts.len(), params.len(), "sampling for each prompt");
+        let mut rows: Vec<Row> = Vec::with_capacity(prompts.len());
+        // Each distinct prompt's state after prefill: (row, logits).
+        let mut prefilled: Vec<(usize, Vec<f32>)> = Vec::new();
+        for (i, (&(prefix, rest), params)) in prompts.iter().zip(params).enumerate() {
+            let start = Instant::now();
+            let same = prefilled
+                .iter()
+                .find(|(j, _)| prompts[*j] == (prefix, rest));
+            let (cache, cached, mut logits) = match same {
+                Some((j, logits)) => {
+                    let mut cache = self.model.new_cache(self.context);
+                    cache.copy_prefix_from(&rows[*j].cache);
+                    (cache, prefix.len() + rest.len(), logits.clone())
+                }
+                None => {
+                    let (cache, cached, logits) = self.prefill(prefix, rest)?;
+                    prefilled.push((i, logits.clone()));
+                    (cache, cached, logits)
+                }
+            };
+            let gate_probability = params.gate.as_ref().map(|g| apply_gate(g, &mut logits));
+            rows.push(Row {
+                cache,
+                logits,
+                rng: Rng(params.seed),
+                ids: Vec::new(),
+                text: String::new(),
+                emitted: 0,
+                finish: None,
+                token_logprobs: Vec::new(),
+                prompt_tokens: prefix.len() + rest.len(),
+                cached,
+                gate_probability,
+                prefill_ms: start.elapsed().as_secs_f64() * 1e3,
+            });
         }
-        Ok(Generation {
+        Ok(rows)
+    }
+}
+
+/// One sequence of [`Llm::generate_batch`].
+struct Row {
+    cache: KvCache,
+    /// The logits of its next token.
+    logits: Vec<f32>,
+    rng: Rng,
+    ids: Vec<u32>,
+    text: String,
+    /// Bytes of `text` already passed on.
+    emitted: usize,
+    /// Set once it has ended.
+    finish: Option<Finish>,
+    token_logprobs: Vec<f32>,
+    prompt_tokens: usize,
+    cached: usize,
+    gate_probability: Option<f32>,
+    prefill_ms: f64,
+}
+
+/// What one step of a row produced.
+enum Step {
+    /// New text to pass on.
+    Piece(String),
+    /// A token, but no complete text to pass on yet.
+    Quiet,
+    /// It ended without a new token.
+    Done,
+}
+
+impl Row {
+    /// The row's generation, once decoding stopped (`cancelled`: by the
+    /// caller); text not yet passed on goes to `on_text` first.
+    fn end(
+        self,
+        cancelled: bool,
+        decode_ms: f64,
+        on_text: &mut dyn FnMut(&str) -> bool,
+    ) -> Generation {
+        let finish = if cancelled {
+            Finish::Cancelled
+        } else {
+            self.finish.unwrap_or(Finish::Length)
+        };
+        let text = self.text.trim_end_matches('\u{FFFD}').to_string();
+        if finish != Finish::Cancelled && text.len() > self.emitted {
+            on_text(&text[self.emitted..]);
+        }
+        Generation {
             text,
             finish,
-            prompt_tokens,
-            cached_prompt_tokens: cached,
-            generated_tokens: ids.len(),
-            prefill_ms,
-            decode_ms: decode_start.elapsed().as_secs_f64() * 1e3,
-            gate_probability,
-            token_logprobs,
-        })
+            prompt_tokens: self.prompt_tokens,
+            cached_prompt_tokens: self.cached,
+            generated_tokens: self.ids.len(),
+            prefill_ms: self.prefill_ms,
+            decode_ms,
+            gate_probability: self.gate_probability,
+            token_logprobs: self.token_logprobs,
+        }
+    }
+
+    /// Samples the row's next token from its logits and updates its text;
+    /// sets `finish` when it ends (end of turn, a stop string, the token
+    /// limit or a full cache).
+    fn step(&mut self, llm: &Llm, params: &SamplingParams) -> Result<Step> {
+        let hold = params.stop.iter().map(|s| s.len()).max().unwrap_or(0);
+        if self.ids.len() >= params.max_new_tokens {
+            self.finish = Some(Finish::Length);
+            return Ok(Step::Done);
+        }
+        let next = sample(&self.logits, params, &mut self.rng);
+        if llm.tokenizer.stop_ids.contains(&next) {
+            self.finish = Some(Finish::Stop);
+            return Ok(Step::Done);
+        }
+        self.token_logprobs.push(logprob(&self.logits, next));
+        self.ids.push(next);
+        self.text = llm.tokenizer.decode(&self.ids)?;
+        if let Some(at) = params
+            .stop
+            .iter()
+            .filter_map(|s| self.text.find(s.as_str()))
+            .min()
+        {
+            self.text.truncate(at);
+            self.finish = Some(Finish::Stop);
+        } else if self.ids.len() >= params.max_new_tokens
+            || self.cache.len() + 1 > self.cache.capacity()
+        {
+            self.finish = Some(Finish::Length);
+        }
+        if self.finish.is_some() {
+            return Ok(Step::Quiet); // the rest is passed on at the end
+        }
+        match emittable(&self.text, hold).filter(|&safe| safe > self.emitted) {
+            Some(safe) => {
+                let piece = self.text[self.emitted..safe].to_string();
+                self.emitted = safe;
+                Ok(Step::Piece(piece))
+            }
+            None => Ok(Step::Quiet),
+        }
     }
 }
 
@@ -376,151 +530,44 @@ impl Generator for Llm {
         gate: Option<&RefusalGate>,
         on_text: &mut dyn FnMut(&str) -> bool,
     ) -> Result<Generation> {
-        let (prefix, rest) = self.chat_prompt(prompt.system, prompt.examples, prompt.user)?;
-        let mut params = params.clone();
-        if let Some(g) = gate {
-            params.gate = Some(FirstTokenGate {
+        let mut out = self.generate_many(
+            std::slice::from_ref(prompt),
+            std::slice::from_ref(params),
+            gate,
+            &mut |_, piece| on_text(piece),
+        )?;
+        Ok(out.remove(0))
+    }
+
+    fn generate_many(
+        &self,
+        prompts: &[ChatPrompt],
+        params: &[SamplingParams],
+        gate: Option<&RefusalGate>,
+        on_text: &mut dyn FnMut(usize, &str) -> bool,
+    ) -> Result<Vec<Generation>> {
+        let encoded = prompts
+            .iter()
+            .map(|p| self.chat_prompt(p.system, p.examples, p.user))
+            .collect::<Result<Vec<_>>>()?;
+        let gate = match gate {
+            Some(g) => Some(FirstTokenGate {
                 tokens: self.marker_tokens(g.marker)?,
                 threshold: g.threshold,
-            });
-        }
-        self.generate_tokens(&prefix, &rest, &params, on_text)
-    }
-}
-
-/// The natural log of the probability `logits` give `token` (a
-/// log-softmax at one index; excluded tokens are at minus infinity).
-fn logprob(logits: &[f32], token: u32) -> f32 {
-    let max = logits.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
-    let total: f32 = logits.iter().map(|&v| (v - max).exp()).sum();
-    logits
-        .get(token as usize)
-        .map_or(f32::NEG_INFINITY, |&v| v - max - total.ln())
-}
-
-/// How much of `text` may be shown: all but an incomplete character at
-/// its end (`None`) and the last `hold` bytes, which may be the start of a
-/// stop string.
-fn emittable(text: &str, hold: usize) -> Option<usize> {
-    if text.ends_with('\u{FFFD}') {
-        return None;
-    }
-    let mut safe = text.len().saturating_sub(hold);
-    while !text.is_char_boundary(safe) {
-        safe -= 1;
-    }
-    Some(safe)
-}
-
-/// The gated tokens' probability at the first step; below the gate's
-/// threshold they are excluded from it.
-fn apply_gate(gate: &FirstTokenGate, logits: &mut [f32]) -> f32 {
-    let max = logits.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
-    let total: f32 = logits.iter().map(|&v| (v - max).exp()).sum();
-    let p: f32 = gate
-        .tokens
-        .iter()
-        .filter_map(|&t| logits.get(t as usize))
-        .map(|&v| (v - max).exp() / total)
-        .sum();
-    if p < gate.threshold {
-        for &t in &gate.tokens {
-            if let Some(v) = logits.get_mut(t as usize) {
-                *v = f32::NEG_INFINITY;
-            }
-        }
-    }
-    p
-}
-
-/// The next token: argmax when greedy, else temperature + top-p sampling.
-fn sample(logits: &[f32], params: &SamplingParams, rng: &mut Rng) -> u32 {
-    let argmax = || {
-        logits
+            }),
+            None => None,
+        };
+        let params: Vec<SamplingParams> = params
             .iter()
-            .enumerate()
-            .fold((0usize, f32::NEG_INFINITY), |best, (i, &v)| {
-                if v > best.1 {
-                    (i, v)
-                } else {
-                    best
-                }
+            .map(|p| SamplingParams {
+                gate: gate.clone().or_else(|| p.gate.clone()),
+                ..p.clone()
             })
-            .0 as u32
-    };
-    if params.temperature <= 0.0 {
-        return argmax();
-    }
-    let max = logits.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
-    let mut probs: Vec<(u32, f32)> = logits
-        .iter()
-        .enumerate()
-        .map(|(i, &v)| (i as u32, ((v - max) / params.temperature).exp()))
-        .collect();
-    let total: f32 = probs.iter().map(|p| p.1).sum();
-    probs.sort_unstable_by(|a, b| b.1.total_cmp(&a.1));
-    let mut kept = 0;
-    let mut mass = 0f32;
-    for p in &probs {
-        kept += 1;
-        mass += p.1 / total;
-        if mass >= params.top_p.clamp(0.0, 1.0) {
-            break;
-        }
-    }
-    let probs = &probs[..kept];
-    let kept_total: f32 = probs.iter().map(|p| p.1).sum();
-    let mut r = rng.next_f32() * kept_total;
-    for &(id, p) in probs {
-        if r < p {
-            return id;
-        }
-        r -= p;
-    }
-    probs.last().map_or_else(argmax, |p| p.0)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_token_logprob_is_its_log_softmax() {
-        let logits = [0.0f32, 1.0, 2.0];
-        let z: f32 = logits.iter().map(|v| v.exp()).sum();
-        for t in 0..3 {
-            let want = (logits[t].exp() / z).ln();
-            assert!((logprob(&logits, t as u32) - want).abs() < 1e-6);
-        }
-        assert_eq!(logprob(&logits, 9), f32::NEG_INFINITY);
-    }
-
-    #[test]
-    fn greedy_is_argmax_and_sampling_is_seeded() {
-        let logits = vec![0.1, 3.0, 2.9, -1.0];
-        let greedy = SamplingParams::default();
-        assert_eq!(sample(&logits, &greedy, &mut Rng(1)), 1);
-        let hot = SamplingParams {
-            temperature: 1.0,
-            seed: 7,
-            ..Default::default()
-        };
-        let draw = |seed| {
-            let mut rng = Rng(seed);
-            (0..50)
-                .map(|_| sample(&logits, &hot, &mut rng))
-                .collect::<Vec<_>>()
-        };
-        assert_eq!(draw(7), draw(7));
-        let d = draw(7);
-        assert!(d.contains(&1) && d.contains(&2), "{d:?}");
-        // top_p small enough keeps only the best token.
-        let narrow = SamplingParams {
-            temperature: 1.0,
-            top_p: 0.1,
-            ..Default::default()
-        };
-        let mut rng = Rng(3);
-        assert!((0..20).all(|_| sample(&logits, &narrow, &mut rng) == 1));
+            .collect();
+        let pairs: Vec<(&[u32], &[u32])> = encoded
+            .iter()
+            .map(|(a, b)| (a.as_slice(), b.as_slice()))
+            .collect();
+        self.generate_batch(&pairs, &params, on_text)
     }
 }

@@ -17,8 +17,10 @@ pub mod fetch;
 pub mod gguf_tokenizer;
 pub mod kv_cache;
 pub mod llm;
+mod ops;
 pub mod packed;
 pub mod q4;
+mod sampling;
 pub mod xlmr_tokenizer;
 
 /// Sets how many threads inference uses (0: one per available core).

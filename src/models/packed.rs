@@ -33,6 +33,10 @@ pub const QK: usize = 32;
 pub const CHUNK: usize = 64;
 /// Prompt tokens per pass over the weights.
 const TILE: usize = 32;
+/// Up to this many tokens (the rows of a batched decode step), a matmul
+/// splits the weight rows across threads as decode does, each row serving
+/// all tokens while it is in L1: the weights are streamed once per step.
+pub const FEW: usize = 8;
 
 /// How the weights of a [`PackedMatrix`] are stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -272,6 +276,9 @@ impl PackedMatrix {
                 .for_each(|(i, o)| self.rows_dot(x, 0, i * 16, o));
             return;
         }
+        if x.tokens <= FEW {
+            return self.matmul_few(x, out);
+        }
         // Prefill: token tiles × row blocks; the tile's activations stay in
         // cache while row blocks pass, each row serving the whole tile.
         const ROWS: usize = 16;
@@ -314,6 +321,42 @@ impl PackedMatrix {
             let nr = ROWS.min(self.rows - r0);
             for t in 0..nt {
                 out[(t0 + t) * self.rows + r0..][..nr].copy_from_slice(&o[t * ROWS..][..nr]);
+            }
+        }
+    }
+
+    /// [`Self::matmul`] for 2..=[`FEW`] tokens (a batched decode step): 16-row
+    /// blocks across threads, each block computed for every token.
+    fn matmul_few(&self, x: &Activations, out: &mut [f32]) {
+        const ROWS: usize = 16;
+        let nt = x.tokens;
+        let blocks = self.rows.div_ceil(ROWS);
+        // Per row block, `[token][row]`.
+        let mut tmp = vec![0f32; blocks * ROWS * nt];
+        tmp.par_chunks_mut(ROWS * nt)
+            .enumerate()
+            .for_each(|(b, o)| {
+                let r0 = b * ROWS;
+                let nr = ROWS.min(self.rows - r0);
+                let mut r = 0;
+                while r < nr {
+                    let four = r + 4 <= nr;
+                    let n = if four { 4 } else { 1 };
+                    let mut cols = [[0f32; TILE]; 4];
+                    self.rows_tokens(x, 0, nt, r0 + r, &mut cols[..n]);
+                    for (j, col) in cols[..n].iter().enumerate() {
+                        for t in 0..nt {
+                            o[t * ROWS + r + j] = col[t];
+                        }
+                    }
+                    r += n;
+                }
+            });
+        for (b, o) in tmp.chunks_exact(ROWS * nt).enumerate() {
+            let r0 = b * ROWS;
+            let nr = ROWS.min(self.rows - r0);
+            for t in 0..nt {
+                out[t * self.rows + r0..][..nr].copy_from_slice(&o[t * ROWS..][..nr]);
             }
         }
     }
@@ -418,12 +461,44 @@ impl PackedMatrix {
             }
             t += 4;
         }
-        while t < nt {
-            for (j, o) in out.iter_mut().enumerate() {
-                // Safety: as above, one token and one row.
-                o[t] = unsafe { self.block_avx512::<1, 1>(x, t0 + t, r + j) }[0][0];
+        // The last 1–3 tokens: each weight chunk still unpacked once for them all.
+        let rest = nt - t;
+        if rest > 0 {
+            // Safety: as above, `rest` tokens and `out.len()` rows.
+            unsafe {
+                match (out.len(), rest) {
+                    (4, 1) => self.tail::<4, 1>(x, t0 + t, r, t, out),
+                    (4, 2) => self.tail::<4, 2>(x, t0 + t, r, t, out),
+                    (4, 3) => self.tail::<4, 3>(x, t0 + t, r, t, out),
+                    (2, 1) => self.tail::<2, 1>(x, t0 + t, r, t, out),
+                    (2, 2) => self.tail::<2, 2>(x, t0 + t, r, t, out),
+                    (2, 3) => self.tail::<2, 3>(x, t0 + t, r, t, out),
+                    (_, 1) => self.tail::<1, 1>(x, t0 + t, r, t, out),
+                    (_, 2) => self.tail::<1, 2>(x, t0 + t, r, t, out),
+                    _ => self.tail::<1, 3>(x, t0 + t, r, t, out),
+                }
             }
-            t += 1;
+        }
+    }
+
+    /// Rows `r..r + R` × tokens `x0..x0 + T` into `out[j][at..at + T]`.
+    ///
+    /// # Safety
+    /// As [`Self::block_avx512`]; `out.len() == R`.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+    unsafe fn tail<const R: usize, const T: usize>(
+        &self,
+        x: &Activations,
+        x0: usize,
+        r: usize,
+        at: usize,
+        out: &mut [[f32; TILE]],
+    ) {
+        // Safety: the caller's.
+        let v = unsafe { self.block_avx512::<R, T>(x, x0, r) };
+        for (o, v) in out.iter_mut().zip(&v) {
+            o[at..at + T].copy_from_slice(v);
         }
     }
 

@@ -88,9 +88,33 @@ fn kernels_match_the_reference_for_both_layouts_and_all_token_counts() {
         .map(|_| (next() % 2001) as f32 / 1000.0 - 1.0)
         .collect();
     let eight = PackedMatrix::from_f32(rows, cols, &values).unwrap();
-    for tokens in [1, 2, 5, 33, 70] {
+    for tokens in [1, 2, 3, 4, 5, 7, 8, 9, 33, 70] {
         check_matmul(&five, tokens);
         check_matmul(&eight, tokens);
+    }
+}
+
+#[test]
+fn a_token_in_a_batch_gets_exactly_its_own_product() {
+    // Batched decode must not change what a sequence decodes: each
+    // token's row of a k-token product equals its product alone, bit for bit.
+    let (rows, cols) = (37, 192);
+    let m = PackedMatrix::from_q5_0(rows, cols, &q5_blocks(rows, cols)).unwrap();
+    let mut next = lcg(21);
+    let x: Vec<f32> = (0..FEW * cols)
+        .map(|_| (next() % 2001) as f32 / 1000.0 - 1.0)
+        .collect();
+    for k in 1..=FEW {
+        let mut batch = vec![0f32; k * rows];
+        m.matmul(&Activations::quantise(&x[..k * cols], cols), &mut batch);
+        for t in 0..k {
+            let mut alone = vec![0f32; rows];
+            m.matmul(
+                &Activations::quantise(&x[t * cols..][..cols], cols),
+                &mut alone,
+            );
+            assert_eq!(&batch[t * rows..][..rows], &alone[..], "k={k} t={t}");
+        }
     }
 }
 

@@ -818,3 +818,135 @@ fn cli_shows_a_not_sure_answer_with_its_evidence() {
     assert_eq!(v["grounded"], false);
     assert!(v["confidence"].as_f64().is_some());
 }
+
+#[test]
+fn readings_decoded_as_one_batch_are_exactly_what_each_decodes_alone() {
+    let (_, llm) = kb_and_llm();
+    let params = kbqa::engine::SamplingParams {
+        max_new_tokens: 40,
+        ..Default::default()
+    };
+    let users = [
+        "What does EFLOPS mean? Answer in one sentence.",
+        "什么是RLHF？请用一句话回答。",
+        "List three uses of large language models.",
+    ];
+    let prompts: Vec<(Vec<u32>, Vec<u32>)> = users
+        .iter()
+        .map(|u| {
+            llm.chat_prompt("You are a helpful assistant.", &[], u)
+                .unwrap()
+        })
+        .collect();
+    let pairs: Vec<(&[u32], &[u32])> = prompts
+        .iter()
+        .map(|(a, b)| (a.as_slice(), b.as_slice()))
+        .collect();
+    let mut pieces = [0usize; 3];
+    let batch = llm
+        .generate_batch(
+            &pairs,
+            &[params.clone(), params.clone(), params.clone()],
+            &mut |row, _| {
+                pieces[row] += 1;
+                true
+            },
+        )
+        .unwrap();
+    assert_eq!(batch.len(), 3);
+    for (i, (prefix, rest)) in prompts.iter().enumerate() {
+        let alone = llm
+            .generate_tokens(prefix, rest, &params, &mut |_| true)
+            .unwrap();
+        assert_eq!(batch[i].text, alone.text, "row {i}");
+        assert_eq!(batch[i].token_logprobs, alone.token_logprobs, "row {i}");
+        assert!(pieces[i] > 3, "row {i} streamed in {} pieces", pieces[i]);
+    }
+    // Rows end on their own: the lengths differ, and none ran past its end.
+    assert!(batch.iter().any(|g| g.generated_tokens < 40), "{batch:?}");
+}
+
+#[test]
+fn several_readings_are_checked_each_and_the_most_confident_answers() {
+    let (kb, llm) = kb_and_llm();
+    let opts = AskOptions {
+        readings: 3,
+        ..checks_only()
+    };
+    let a = ask(kb, llm, "What does EFLOPS mean?", &opts, &mut |_| true).unwrap();
+    let orders: Vec<_> = a.readings.iter().map(|r| r.order).collect();
+    use kbqa::answer::Order;
+    assert_eq!(orders, [Order::Given, Order::Reversed, Order::Rotated]);
+    assert!(a.grounded, "{a:#?}");
+    // The answer is the most confident reading that passed.
+    let best = a
+        .readings
+        .iter()
+        .filter(|r| r.passed)
+        .map(|r| r.confidence.unwrap())
+        .fold(f32::MIN, f32::max);
+    assert_eq!(a.confidence, Some(best), "{a:#?}");
+    let chosen = a
+        .readings
+        .iter()
+        .find(|r| r.confidence == Some(best))
+        .unwrap();
+    if a.written.is_none() {
+        assert_eq!(a.answer, chosen.text);
+    }
+    // Its citations name passages as that reading numbered them.
+    for c in &a.citations {
+        assert_eq!(a.passages[c.n - 1].chunk_id, c.chunk_id, "{a:#?}");
+    }
+    // A bad count is a clear error, not an answer.
+    let e = AskOptions::resolve(
+        &config(),
+        &kbqa::answer::AskOverrides {
+            readings: Some(4),
+            ..Default::default()
+        },
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("readings"), "{e}");
+}
+
+#[test]
+fn sampled_readings_share_one_prefill_and_the_first_stays_greedy() {
+    let (_, llm) = kb_and_llm();
+    let (prefix, rest) = llm
+        .chat_prompt(
+            "You are a helpful assistant.",
+            &[],
+            "Name three large language models.",
+        )
+        .unwrap();
+    let greedy = kbqa::engine::SamplingParams {
+        max_new_tokens: 30,
+        ..Default::default()
+    };
+    let sampled = |seed| kbqa::engine::SamplingParams {
+        temperature: 0.9,
+        seed,
+        ..greedy.clone()
+    };
+    let same = (prefix.as_slice(), rest.as_slice());
+    let out = llm
+        .generate_batch(
+            &[same, same, same],
+            &[greedy.clone(), sampled(1), sampled(2)],
+            &mut |_, _| true,
+        )
+        .unwrap();
+    let alone = llm
+        .generate_tokens(&prefix, &rest, &greedy, &mut |_| true)
+        .unwrap();
+    assert_eq!(out[0].text, alone.text);
+    // The copies reused the whole prompt: no second prefill.
+    for g in &out[1..] {
+        assert_eq!(g.cached_prompt_tokens, g.prompt_tokens, "{g:?}");
+    }
+    assert!(
+        out[1].text != out[0].text || out[2].text != out[0].text,
+        "sampling changed nothing: {out:?}"
+    );
+}
