@@ -354,6 +354,13 @@ fn conclude(mut answer: Answer, passed: Passed, after: &After) -> Result<Answer>
         .in_scope(|| cite::citations(&checked, given, question.text(), models.embedder));
     answer.signals = Some(signals);
     answer.confidence = confidence;
+    let threshold = opts.confidence.threshold;
+    if confidence.is_some_and(|c| c < threshold || threshold >= 1.0) {
+        // Not asserted, so not translated either (a generation saved):
+        // the model's text is kept as written.
+        answer.answer = checked.text;
+        return Ok(not_sure(answer, start));
+    }
     // The answer is in the question's language: reading Chinese passages,
     // the small model often answers an English question in Chinese (it
     // copies). Checked as written, such an answer is then translated.
@@ -368,13 +375,6 @@ fn conclude(mut answer: Answer, passed: Passed, after: &After) -> Result<Answer>
         }
         None => checked.text,
     };
-    let threshold = opts.confidence.threshold;
-    if answer
-        .confidence
-        .is_some_and(|c| c < threshold || threshold >= 1.0)
-    {
-        return Ok(not_sure(answer, start));
-    }
     answer.grounded = true;
     answer.status = Status::Answered;
     answer.timings.total_ms = ms(start);
