@@ -27,13 +27,15 @@ import json
 
 from calibrate import auroc, confidence, features, fit, split
 
-ORDERS = ["given", "reversed", "rotated"]
+ORDERS = ["given", "reversed", "rotated", "sampled"]
 
 
 def readings(o, k):
-    """The first k readings of outcome `o` (a k = 1 report has none: its
-    one reading is the answer)."""
+    """The readings of outcome `o` that count: the first k, or (k a name
+    of an order) that one reading alone."""
     rs = o.get("readings") or []
+    if isinstance(k, str):
+        return [r for r in rs if r["order"] == k][:1]
     return rs[:k]
 
 
@@ -99,6 +101,13 @@ def choose_threshold(outcomes, k, bias, raw, max_wrong):
     return 0.99
 
 
+def label(k, outcomes):
+    if isinstance(k, str):
+        return f"1 ({k} alone)"
+    first = next(o for o in outcomes if o.get("readings"))["readings"]
+    return f"{k} ({'+'.join(r['order'] for r in first[:k])})"
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("report")
@@ -113,7 +122,8 @@ def main():
     print("| readings | fold | lang | answered right | confidently wrong | not sure | refused"
           " | refusal acc. | either reading right | AUROC | threshold |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
-    for k in range(1, most + 1):
+    orders = sorted({r["order"] for o in outcomes for r in o.get("readings") or []}, key=ORDERS.index)
+    for k in list(range(1, most + 1)) + [o for o in orders if o != "given"]:
         for name, fit_on, test_on in [("A→B", a, b), ("B→A", b, a)]:
             bias, raw = fit([(x, y) for x, y, _ in examples(fit_on, k)])
             t = choose_threshold(fit_on, k, bias, raw, args.max_wrong)
@@ -122,7 +132,7 @@ def main():
                 r = outcome_at(group, k, bias, raw, t)
                 scored = [(confidence(bias, raw, x), y) for x, y, _ in examples(group, k)]
                 print(
-                    f"| {k} ({'+'.join(ORDERS[:k])}) | {name} | {lang} | {r['right']:.3f} | {r['wrong']:.3f}"
+                    f"| {label(k, outcomes)} | {name} | {lang} | {r['right']:.3f} | {r['wrong']:.3f}"
                     f" | {r['unsure']:.3f} | {r['refused']:.3f} | {r['refusal_acc']:.3f}"
                     f" | {r['either']:.3f} | {auroc(scored):.3f} | {t:.2f} |"
                 )
