@@ -21,6 +21,7 @@ finish = None
 extension = None
 usage = None
 chunks = 0
+content_chunks = 0
 for chunk in client.chat.completions.create(
     model="kbqa",
     messages=messages,
@@ -33,6 +34,7 @@ for chunk in client.chat.completions.create(
     for choice in chunk.choices:
         if choice.delta.content:
             parts.append(choice.delta.content)
+            content_chunks += 1
         if choice.finish_reason:
             finish = choice.finish_reason
             extension = (chunk.model_extra or {}).get("kbqa")
@@ -48,6 +50,7 @@ json.dump(
         },
         "stream": {
             "chunks": chunks,
+            "content_chunks": content_chunks,
             "content": "".join(parts),
             "finish_reason": finish,
             "usage": usage,
