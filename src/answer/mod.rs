@@ -186,7 +186,7 @@ pub fn answer_from(
         embedder,
         generator: Some(generator),
     };
-    let judged: Vec<Judged> = tracing::debug_span!("check").in_scope(|| {
+    let mut judged: Vec<Judged> = tracing::debug_span!("check").in_scope(|| {
         prompts
             .iter()
             .zip(&generated)
@@ -204,8 +204,8 @@ pub fn answer_from(
     let reading = &prompts[chosen];
     answer.passages = passages(&reading.given);
     record(&mut answer, &generated[chosen]);
-    match judged.into_iter().nth(chosen) {
-        Some(Judged::Passed(p)) => {
+    match judged.swap_remove(chosen) {
+        Judged::Passed(p) => {
             let after = After {
                 question,
                 given: &reading.given,
@@ -215,11 +215,10 @@ pub fn answer_from(
             };
             conclude(answer, *p, &after)
         }
-        Some(Judged::Refused(why, model_text)) => {
+        Judged::Refused(why, model_text) => {
             answer.model_text = model_text;
             Ok(refuse(answer, why, start))
         }
-        None => unreachable!("`choose` picks one of the readings"),
     }
 }
 

@@ -56,8 +56,7 @@ pub struct AskOptions {
 /// there are (given, reversed, rotated).
 pub const MAX_ORDERS: usize = 3;
 
-/// Most readings per question: the rows a batched decode step is built
-/// for (`crate::models::packed::FEW`).
+/// Most readings per question: the rows of one batched decode step.
 pub const MAX_READINGS: usize = 8;
 
 /// What a request may change of the configured options (`None`: as

@@ -281,3 +281,16 @@ pub enum Progress {
     /// The checks, citations and language stages.
     Checking,
 }
+
+impl std::fmt::Display for Progress {
+    /// A short line for a person watching: "retrieving", "writing, 16
+    /// tokens", "waiting for the model", "checking".
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Progress::Retrieving => f.write_str("retrieving"),
+            Progress::Writing { tokens } => write!(f, "writing, {tokens} tokens"),
+            Progress::Waiting => f.write_str("waiting for the model"),
+            Progress::Checking => f.write_str("checking"),
+        }
+    }
+}

@@ -88,14 +88,8 @@ impl AnswerProgress {
         if !self.tty {
             return;
         }
-        let what = match step {
-            Progress::Retrieving => "searching the knowledge base…".to_string(),
-            Progress::Writing { tokens } => format!("writing… {tokens} tokens"),
-            Progress::Waiting => "waiting for the model…".to_string(),
-            Progress::Checking => "checking the answer against the passages…".to_string(),
-        };
         let mut err = std::io::stderr().lock();
-        let _ = write!(err, "\r\x1b[2K{what}");
+        let _ = write!(err, "\r\x1b[2K{step}…");
         let _ = err.flush();
         self.drawn = true;
     }
@@ -109,13 +103,7 @@ impl AnswerProgress {
         };
         self.last = Some(step);
         if new {
-            let line = match step {
-                Progress::Retrieving => "retrieving".to_string(),
-                Progress::Writing { tokens } => format!("writing {tokens}"),
-                Progress::Waiting => "waiting".to_string(),
-                Progress::Checking => "checking".to_string(),
-            };
-            eprintln!("progress: {line}");
+            eprintln!("progress: {step}");
         }
     }
 

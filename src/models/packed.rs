@@ -31,12 +31,10 @@ use rayon::prelude::*;
 pub const QK: usize = 32;
 /// Weights per packed chunk (two blocks: one 512-bit vector of bytes).
 pub const CHUNK: usize = 64;
-/// Prompt tokens per pass over the weights.
+/// Prompt tokens per pass over the weights. A batched decode step (2–8
+/// tokens, one per sequence) is one tile: the weights are streamed once
+/// for all its tokens.
 const TILE: usize = 32;
-/// Up to this many tokens (the rows of a batched decode step), a matmul
-/// splits the weight rows across threads as decode does, each row serving
-/// all tokens while it is in L1: the weights are streamed once per step.
-pub const FEW: usize = 8;
 
 /// How the weights of a [`PackedMatrix`] are stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -276,9 +274,6 @@ impl PackedMatrix {
                 .for_each(|(i, o)| self.rows_dot(x, 0, i * 16, o));
             return;
         }
-        if x.tokens <= FEW {
-            return self.matmul_few(x, out);
-        }
         // Prefill: token tiles × row blocks; the tile's activations stay in
         // cache while row blocks pass, each row serving the whole tile.
         const ROWS: usize = 16;
@@ -321,42 +316,6 @@ impl PackedMatrix {
             let nr = ROWS.min(self.rows - r0);
             for t in 0..nt {
                 out[(t0 + t) * self.rows + r0..][..nr].copy_from_slice(&o[t * ROWS..][..nr]);
-            }
-        }
-    }
-
-    /// [`Self::matmul`] for 2..=[`FEW`] tokens (a batched decode step): 16-row
-    /// blocks across threads, each block computed for every token.
-    fn matmul_few(&self, x: &Activations, out: &mut [f32]) {
-        const ROWS: usize = 16;
-        let nt = x.tokens;
-        let blocks = self.rows.div_ceil(ROWS);
-        // Per row block, `[token][row]`.
-        let mut tmp = vec![0f32; blocks * ROWS * nt];
-        tmp.par_chunks_mut(ROWS * nt)
-            .enumerate()
-            .for_each(|(b, o)| {
-                let r0 = b * ROWS;
-                let nr = ROWS.min(self.rows - r0);
-                let mut r = 0;
-                while r < nr {
-                    let four = r + 4 <= nr;
-                    let n = if four { 4 } else { 1 };
-                    let mut cols = [[0f32; TILE]; 4];
-                    self.rows_tokens(x, 0, nt, r0 + r, &mut cols[..n]);
-                    for (j, col) in cols[..n].iter().enumerate() {
-                        for t in 0..nt {
-                            o[t * ROWS + r + j] = col[t];
-                        }
-                    }
-                    r += n;
-                }
-            });
-        for (b, o) in tmp.chunks_exact(ROWS * nt).enumerate() {
-            let r0 = b * ROWS;
-            let nr = ROWS.min(self.rows - r0);
-            for t in 0..nt {
-                out[t * self.rows + r0..][..nr].copy_from_slice(&o[t * ROWS..][..nr]);
             }
         }
     }

@@ -100,6 +100,7 @@ fn a_token_in_a_batch_gets_exactly_its_own_product() {
     // token's row of a k-token product equals its product alone, bit for bit.
     let (rows, cols) = (37, 192);
     let m = PackedMatrix::from_q5_0(rows, cols, &q5_blocks(rows, cols)).unwrap();
+    const FEW: usize = 8; // the most rows of a batched decode step
     let mut next = lcg(21);
     let x: Vec<f32> = (0..FEW * cols)
         .map(|_| (next() % 2001) as f32 / 1000.0 - 1.0)

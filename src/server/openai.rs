@@ -26,7 +26,7 @@ use super::error::ApiError;
 use super::pool::Cancel;
 use super::service::{admit, event_stream, finished, run_answer, ApiJson, Progress, MODEL};
 use super::state::State;
-use crate::answer::{Answer, AskOptions, AskOverrides, Progress as Step, Question};
+use crate::answer::{Answer, AskOptions, AskOverrides, Question};
 use crate::engine::Finish;
 
 /// The request; fields OpenAI defines and kbqa does not use are accepted
@@ -313,7 +313,7 @@ fn stream(rx: mpsc::Receiver<Progress>, completion: Completion) -> Response {
             match p {
                 // Clients skip comments; a person watching the raw stream
                 // sees the answer is under way.
-                Progress::Step(s) => return vec![Event::default().comment(step_comment(s))],
+                Progress::Step(s) => return vec![Event::default().comment(format!("kbqa: {s}"))],
                 Progress::Done(a) => {
                     out.push(completion.chunk(json!({ "content": a.answer }), None, None));
                     out.push(completion.chunk(
@@ -341,16 +341,6 @@ fn stream(rx: mpsc::Receiver<Progress>, completion: Completion) -> Response {
             events
         },
     )
-}
-
-/// A progress step as an SSE comment line.
-fn step_comment(s: Step) -> String {
-    match s {
-        Step::Retrieving => "kbqa: retrieving".into(),
-        Step::Writing { tokens } => format!("kbqa: writing, {tokens} tokens"),
-        Step::Waiting => "kbqa: waiting for the model".into(),
-        Step::Checking => "kbqa: checking".into(),
-    }
 }
 
 /// A `chatcmpl-…` id: a process-wide counter, mixed with the time the
