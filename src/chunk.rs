@@ -57,12 +57,25 @@ pub struct Chunk {
 
 /// Chunks a whole corpus in a fixed order: documents, then glossaries.
 pub fn chunk_corpus(corpus: &crate::corpus::Corpus, config: &ChunkConfig) -> Vec<Chunk> {
+    chunk_corpus_with(corpus, config, &mut |_, _| {})
+}
+
+/// [`chunk_corpus`], telling `on_file(done, total)` after each file: a
+/// large corpus takes a while.
+pub fn chunk_corpus_with(
+    corpus: &crate::corpus::Corpus,
+    config: &ChunkConfig,
+    on_file: &mut dyn FnMut(usize, usize),
+) -> Vec<Chunk> {
+    let total = corpus.documents.len() + corpus.glossaries.len();
     let mut chunks = Vec::new();
-    for doc in &corpus.documents {
+    for (i, doc) in corpus.documents.iter().enumerate() {
         chunks.extend(chunk_document(doc, config));
+        on_file(i + 1, total);
     }
-    for g in &corpus.glossaries {
+    for (i, g) in corpus.glossaries.iter().enumerate() {
         chunks.extend(chunk_glossary(g));
+        on_file(corpus.documents.len() + i + 1, total);
     }
     chunks
 }

@@ -103,6 +103,16 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = ProgressWhen::Auto)]
         progress: ProgressWhen,
     },
+    /// Ask question after question in one session (the knowledge base and
+    /// the model load once); follow-ups may refer to earlier questions.
+    /// Piped input answers each line. `/help` lists the commands.
+    Chat {
+        #[command(flatten)]
+        gen: GenArgs,
+        /// Print each answer as one line of JSON (as `ask --json`, unindented).
+        #[arg(long)]
+        json: bool,
+    },
     /// Serve the HTTP API, the OpenAI-compatible chat endpoint and the chat page.
     Serve {
         /// Address to listen on [default: server.addr, 127.0.0.1:8080]; port 0 picks a free one.
@@ -355,9 +365,9 @@ impl Command {
                 ),
             ]),
             Command::Search { mode: m, .. } => given(vec![("--mode", "search.mode", mode(m))]),
-            Command::Ask { gen, .. } | Command::Eval(EvalCommand::Answers { gen, .. }) => {
-                gen.settings()
-            }
+            Command::Ask { gen, .. }
+            | Command::Chat { gen, .. }
+            | Command::Eval(EvalCommand::Answers { gen, .. }) => gen.settings(),
             Command::Serve { addr } => given(vec![("--addr", "server.addr", addr.clone())]),
             Command::Eval(EvalCommand::Retrieval { mode: m, .. }) => {
                 given(vec![("--mode", "search.mode", mode(m))])

@@ -14,12 +14,17 @@ use kbqa::text::snippet;
 use kbqa::{Config, Kb};
 
 use super::args::ProgressWhen;
-use super::engines::{load_llm, open};
+use super::engines::{load_llm, load_llm_and_embedder, open};
 use super::print;
+use super::progress::{AnswerProgress, Bars};
+use super::term::Look;
 
 /// `kbqa index`.
 pub fn index(config: &Config, rebuild: bool) -> anyhow::Result<()> {
-    match Kb::index(config, rebuild, &mut print::open_event)? {
+    let mut bars = Bars::on_stderr();
+    let outcome = Kb::index(config, rebuild, &mut |e| bars.open_event(e))?;
+    bars.finish();
+    match outcome {
         IndexOutcome::UpToDate(m) => eprintln!(
             "kbqa: index {} is up to date ({} chunks from {} files); --rebuild to build anyway",
             m.generation,
@@ -67,8 +72,8 @@ pub fn ask(config: &Config, question: &str, json: bool, when: ProgressWhen) -> a
     // Bad input fails before any model is loaded.
     let question = Question::parse(question, opts.k)?;
     let kb = open(config)?;
-    let llm = load_llm(config)?;
-    let mut progress = print::AnswerProgress::on_stderr(when);
+    let llm = load_llm_and_embedder(config, &kb)?;
+    let mut progress = AnswerProgress::on_stderr(when);
     let answer = kbqa::answer::ask(&kb, llm.as_ref(), &question, &opts, &mut |step| {
         progress.show(step);
         true
@@ -80,7 +85,7 @@ pub fn ask(config: &Config, question: &str, json: bool, when: ProgressWhen) -> a
         serde_json::to_writer_pretty(&mut out, &answer)?;
         writeln!(out)?;
     } else {
-        print::answer(&mut out, &answer)?;
+        print::answer(&mut out, &answer, &Look::stdout())?;
     }
     Ok(())
 }
@@ -222,16 +227,15 @@ pub fn models_fetch(config: &Config, names: Vec<String>, force: bool) -> anyhow:
                     .join(", ")
             )
         })?;
+        let mut bars = Bars::on_stderr();
+        let events = &mut |e| bars.fetch_event(e);
         let path = if force {
-            fetch::fetch(
-                spec,
-                &fetch::models_dir(&config.home),
-                &config.python,
-                &mut print::fetch_event,
-            )?
+            let dir = fetch::models_dir(&config.home);
+            fetch::fetch(spec, &dir, &config.python, events)?
         } else {
-            fetch::ensure(spec, &config.home, &config.python, &mut print::fetch_event)?
+            fetch::ensure(spec, &config.home, &config.python, events)?
         };
+        bars.finish();
         println!("{}\t{}", spec.name, path.display());
     }
     Ok(())

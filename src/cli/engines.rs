@@ -8,10 +8,11 @@ use kbqa::engine::Generator;
 use kbqa::kb::OpenEvent;
 use kbqa::{Config, Kb};
 
-use super::print;
+use super::progress::Bars;
 
 /// Opens the knowledge base `config` names, showing progress.
 pub fn open(config: &Config) -> anyhow::Result<Kb> {
+    let mut bars = Bars::on_stderr();
     Ok(Kb::open(config, &mut |e| {
         if let OpenEvent::CorpusMissing = e {
             eprintln!(
@@ -19,7 +20,7 @@ pub fn open(config: &Config) -> anyhow::Result<Kb> {
                 config.corpus.display()
             )
         } else {
-            print::open_event(e)
+            bars.open_event(e)
         }
     })?)
 }
@@ -28,7 +29,7 @@ pub fn open(config: &Config) -> anyhow::Result<Kb> {
 /// contacted by the first answer).
 pub fn load_llm(config: &Config) -> anyhow::Result<Arc<dyn Generator>> {
     if config.generator.backend == Backend::Openai {
-        let llm = kbqa::backend::generator(config, &mut print::fetch_event)?;
+        let llm = kbqa::backend::generator(config, &mut |e| Bars::on_stderr().fetch_event(e))?;
         eprintln!(
             "kbqa: generating with {} at {}",
             llm.name(),
@@ -38,11 +39,24 @@ pub fn load_llm(config: &Config) -> anyhow::Result<Arc<dyn Generator>> {
     }
     let start = std::time::Instant::now();
     eprintln!("kbqa: loading {}", config.models.generator);
-    let llm = kbqa::backend::generator(config, &mut print::fetch_event)?;
+    let mut bars = Bars::on_stderr();
+    let llm = kbqa::backend::generator(config, &mut |e| bars.fetch_event(e))?;
+    bars.finish();
     eprintln!(
         "kbqa: {} loaded in {:.1} s",
         config.models.generator,
         start.elapsed().as_secs_f64()
     );
     Ok(llm)
+}
+
+/// [`load_llm`], with the query embedder loaded beside it on the other
+/// core: a fresh process needs both before its first answer, and neither
+/// waits for the other.
+pub fn load_llm_and_embedder(config: &Config, kb: &Kb) -> anyhow::Result<Arc<dyn Generator>> {
+    std::thread::scope(|s| {
+        // A failure here is met again, and reported, by the first search.
+        s.spawn(|| kb.embedder().ok());
+        load_llm(config)
+    })
 }

@@ -1,13 +1,18 @@
 //! The `kbqa` command line, a thin edge over the library: flags
 //! ([`args`]) are resolved once, with the config file and the `KBQA_*`
 //! environment, into a validated [`kbqa::Config`]; a command
-//! ([`commands`], [`serve`]) calls the library; [`print`] shows the result.
+//! ([`commands`], [`chat`], [`serve`]) calls the library; [`print`] shows
+//! the result, fitted to the terminal by [`term`]; [`progress`] draws
+//! what long work is doing.
 
 pub mod args;
+pub mod chat;
 pub mod commands;
 pub mod engines;
 pub mod print;
+pub mod progress;
 pub mod serve;
+pub mod term;
 
 use kbqa::config::layers;
 use kbqa::Config;
@@ -30,6 +35,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             progress,
             ..
         } => commands::ask(&config, &question, json, progress),
+        Command::Chat { json, .. } => chat::chat(&config, json),
         Command::Serve { .. } => serve::serve(config),
         Command::Eval(EvalCommand::Answers {
             set,

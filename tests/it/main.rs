@@ -2,6 +2,7 @@
 //! real tantivy indexes. One test binary (faster to link, shared helpers).
 
 mod ask;
+mod chat;
 mod cli;
 mod corpus;
 mod crash;
