@@ -95,6 +95,15 @@ pub enum Error {
         message: String,
     },
 
+    /// A knowledge base name that is not configured.
+    #[error("no knowledge base named {name:?} (known: {known})")]
+    UnknownKb {
+        /// What was given.
+        name: String,
+        /// The names configured.
+        known: String,
+    },
+
     /// A model setting that is neither a known model name nor an existing file.
     #[error("model {setting:?} is not a known model ({known}) nor an existing file")]
     UnknownModel {

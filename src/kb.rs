@@ -4,7 +4,7 @@ use std::sync::{Arc, OnceLock};
 
 use crate::backend::EmbeddingModel;
 use crate::config::{Config, SearchConfig, VectorConfig};
-use crate::corpus::Corpus;
+use crate::corpus::{Corpus, FileHash};
 use crate::engine::Embedder;
 use crate::error::{Error, Result};
 use crate::index::{self, BuildEvent, Freshness, Generation, IndexSettings, Manifest};
@@ -22,6 +22,8 @@ pub enum OpenEvent {
     Build(BuildEvent),
     /// The corpus folder is missing; the existing index is used as it is.
     CorpusMissing,
+    /// Bad files the live index skipped, unchanged since: skipped again.
+    SkippedAgain(Vec<String>),
 }
 
 /// What `kbqa index` did.
@@ -42,8 +44,19 @@ struct Inputs {
 }
 
 impl Inputs {
-    fn load(config: &Config, events: &mut dyn FnMut(OpenEvent)) -> Result<Inputs> {
-        let corpus = Corpus::load(&config.corpus, config.skip_bad)?;
+    /// The inputs; a bad file the live index skipped (`live_skipped`) and
+    /// unchanged since is skipped again, with a warning, not refused.
+    fn load(
+        config: &Config,
+        live_skipped: &[FileHash],
+        events: &mut dyn FnMut(OpenEvent),
+    ) -> Result<Inputs> {
+        let corpus = Corpus::load_allowing(&config.corpus, config.skip_bad, live_skipped)?;
+        if !config.skip_bad && !corpus.skipped.is_empty() {
+            events(OpenEvent::SkippedAgain(
+                corpus.skipped.iter().map(|b| b.to_string()).collect(),
+            ));
+        }
         let model = EmbeddingModel::resolve(config, &mut |e| events(OpenEvent::Fetch(e)))?;
         let settings = IndexSettings::from_config(
             config,
@@ -129,7 +142,10 @@ impl Kb {
             events(OpenEvent::CorpusMissing);
             return Kb::open_current(config, events);
         }
-        let inputs = Inputs::load(config, events)?;
+        let live_skipped = index::live_manifest(&config.index_dir)
+            .map(|m| m.skipped_files)
+            .unwrap_or_default();
+        let inputs = Inputs::load(config, &live_skipped, events)?;
         let model = inputs.model.clone();
         let reason = match index::open(&config.index_dir) {
             Ok(generation) => match generation
@@ -199,7 +215,8 @@ impl Kb {
         rebuild: bool,
         events: &mut dyn FnMut(OpenEvent),
     ) -> Result<IndexOutcome> {
-        let inputs = Inputs::load(config, events)?;
+        // Explicit indexing is strict: bad files need `--skip-bad` each time.
+        let inputs = Inputs::load(config, &[], events)?;
         if !rebuild {
             // Open it whole: a damaged generation is not "up to date".
             if let Ok(g) = index::open(&config.index_dir) {

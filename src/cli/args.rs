@@ -27,6 +27,9 @@ pub struct GlobalArgs {
     /// Config file (default: ./kbqa.toml if it exists).
     #[arg(long, global = true, value_name = "FILE")]
     pub config: Option<PathBuf>,
+    /// The knowledge base to use (see `kbqa kb list`) [default: default].
+    #[arg(long, global = true, value_name = "NAME")]
+    pub kb: Option<String>,
     /// Folder of .md/.txt documents and glossary.toml files [default: corpus].
     #[arg(long, global = true, value_name = "DIR")]
     pub corpus: Option<PathBuf>,
@@ -73,7 +76,13 @@ pub enum Command {
         /// How Chinese text is cut into terms: jieba, bigram or jieba+bigram.
         #[arg(long)]
         tokenizer: Option<TokenizerKind>,
+        /// Index every knowledge base, not only the one --kb names.
+        #[arg(long)]
+        all: bool,
     },
+    /// List, add and remove knowledge bases (named corpora, each with its own index).
+    #[command(subcommand)]
+    Kb(KbCommand),
     /// Rank passages for a query.
     Search {
         /// The query.
@@ -177,6 +186,36 @@ pub struct GenArgs {
     pub reading_style: Option<ReadingStyle>,
 }
 
+/// `kbqa kb …`: the `[kbs.NAME]` tables of the config file, edited in
+/// place (comments and everything else kept).
+#[derive(Subcommand)]
+pub enum KbCommand {
+    /// The knowledge bases, their folders and their live indexes.
+    List,
+    /// Adds a knowledge base to the config file (./kbqa.toml or --config),
+    /// creating the file if needed.
+    Add {
+        /// Its name: lowercase letters, digits, '-' and '_'.
+        name: String,
+        /// Its folder of .md/.txt documents and glossary.toml files.
+        corpus: PathBuf,
+        /// How its Chinese text is cut into terms [default: bm25.tokenizer].
+        #[arg(long)]
+        tokenizer: Option<TokenizerKind>,
+        /// Passages given to the model [default: answer.k].
+        #[arg(long)]
+        k: Option<usize>,
+        /// What it holds, in a few words.
+        #[arg(long, value_name = "TEXT")]
+        description: Option<String>,
+    },
+    /// Removes a knowledge base from the config file (its index files stay).
+    Remove {
+        /// Its name.
+        name: String,
+    },
+}
+
 /// `kbqa models …`.
 #[derive(Subcommand)]
 pub enum ModelsCommand {
@@ -256,6 +295,7 @@ impl GlobalArgs {
     pub fn settings(&self) -> Vec<Setting> {
         let path = |p: &Option<PathBuf>| p.as_ref().map(|p| p.display().to_string());
         given(vec![
+            ("--kb", "kb", self.kb.clone()),
             ("--corpus", "corpus", path(&self.corpus)),
             ("--index-dir", "index_dir", path(&self.index_dir)),
             (
@@ -372,7 +412,7 @@ impl Command {
             Command::Eval(EvalCommand::Retrieval { mode: m, .. }) => {
                 given(vec![("--mode", "search.mode", mode(m))])
             }
-            Command::Models(_) => Vec::new(),
+            Command::Models(_) | Command::Kb(_) => Vec::new(),
         }
     }
 }

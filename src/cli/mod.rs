@@ -9,6 +9,7 @@ pub mod args;
 pub mod chat;
 pub mod commands;
 pub mod engines;
+pub mod kb;
 pub mod print;
 pub mod progress;
 pub mod serve;
@@ -24,9 +25,23 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     let mut settings = layers::from_env(std::env::vars());
     settings.extend(cli.global.settings());
     settings.extend(cli.command.settings());
-    let config = Config::load(cli.global.config.as_deref(), &settings)?;
-    kbqa::models::init_threads(config.threads);
+    let all = Config::load(cli.global.config.as_deref(), &settings)?;
+    kbqa::models::init_threads(all.threads);
+    // The server and `kb` take every knowledge base; the other commands
+    // the one `--kb` names (checked by `Config::load`).
+    let config = all.selected()?;
     match cli.command {
+        Command::Kb(command) => kb::run(&all, cli.global.config.as_deref(), command),
+        Command::Serve { .. } => serve::serve(all),
+        Command::Index {
+            rebuild, all: true, ..
+        } => {
+            for name in all.kb_names() {
+                eprintln!("kbqa: knowledge base {name}");
+                commands::index(&all.for_kb(name)?, rebuild)?;
+            }
+            Ok(())
+        }
         Command::Index { rebuild, .. } => commands::index(&config, rebuild),
         Command::Search { query, k, json, .. } => commands::search(&config, &query, k, json),
         Command::Ask {
@@ -36,7 +51,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             ..
         } => commands::ask(&config, &question, json, progress),
         Command::Chat { json, .. } => chat::chat(&config, json),
-        Command::Serve { .. } => serve::serve(config),
         Command::Eval(EvalCommand::Answers {
             set,
             only,

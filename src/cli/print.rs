@@ -179,6 +179,14 @@ pub fn open_lines(e: &OpenEvent) -> Vec<String> {
         OpenEvent::CorpusMissing => {
             vec!["kbqa: corpus folder not found; using the existing index".into()]
         }
+        OpenEvent::SkippedAgain(files) => files
+            .iter()
+            .map(|f| {
+                format!(
+                    "kbqa: warning: skipped {f} (as when the index was built; fix or remove it)"
+                )
+            })
+            .collect(),
     }
 }
 

@@ -41,7 +41,8 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
         let state = State::new(config.clone());
         let loading = state.clone();
         let loader = tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
-            let kb = super::engines::open(&config)?;
+            // The default knowledge base opens now; others on first use.
+            let kb = super::engines::open(&config.selected()?)?;
             // The first search should not pay for loading it. An embeddings
             // server that is down is not fatal: BM25 works, and the next
             // vector search connects again.

@@ -48,6 +48,7 @@ impl Setting {
 /// The `KBQA_*` variables and the keys they set. Others (`KBQA_LOG`, and
 /// those of tests and benchmarks) are read where they are used.
 pub const ENV: &[(&str, &str)] = &[
+    ("KB", "kb"),
     ("CORPUS", "corpus"),
     ("INDEX_DIR", "index_dir"),
     ("AUTO_INDEX", "auto_index"),
@@ -87,6 +88,7 @@ pub const ENV: &[(&str, &str)] = &[
     ("SLACK_DEDUPE_REDIS_CA", "slack.dedupe_redis_ca"),
     ("SLACK_API_BASE", "slack.api_base"),
     ("SLACK_IN_CHANNEL", "slack.in_channel"),
+    ("SLACK_KB", "slack.kb"),
     ("GENERATOR", "generator.backend"),
     ("LLM_URL", "generator.openai.url"),
     ("LLM_MODEL", "generator.openai.model"),

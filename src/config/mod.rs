@@ -10,15 +10,22 @@
 //! the calibrated defaults live here, next to the field they fill, with
 //! where they were measured.
 
+pub mod kbs;
 mod kinds;
 pub mod layers;
+mod remote;
+mod service;
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+pub use kbs::{KbConfig, DEFAULT_KB};
 pub use kinds::{Backend, PromptStyle, ReadingStyle, SearchMode, TokenizerKind};
+pub use remote::{EmbedderConfig, GeneratorConfig, OpenAiConfig};
+pub use service::{without_password, ServerConfig, SlackConfig};
 
 /// The embedding model used when none is configured (a name the model
 /// cache knows how to fetch).
@@ -31,7 +38,13 @@ pub const DEFAULT_GENERATOR_MODEL: &str = "qwen2.5-coder-0.5b";
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
-    /// The folder of documents (the source of truth).
+    /// The knowledge base a command works on (`--kb`, `KBQA_KB`); see
+    /// [`Config::for_kb`].
+    pub kb: String,
+    /// Named knowledge bases besides the default one (`[kbs.NAME]`).
+    pub kbs: BTreeMap<String, KbConfig>,
+    /// The folder of documents (the source of truth) of the default
+    /// knowledge base.
     pub corpus: PathBuf,
     /// Where index generations live; everything in it can be rebuilt from `corpus`.
     pub index_dir: PathBuf,
@@ -104,166 +117,6 @@ impl ChunkConfig {
             ));
         }
         Ok(())
-    }
-}
-
-/// An OpenAI-compatible endpoint.
-#[derive(Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct OpenAiConfig {
-    /// Base URL, up to and including `/v1` (`http://10.0.0.5:8081/v1`).
-    pub url: String,
-    /// The model name sent in requests (what the server calls its model).
-    pub model: String,
-    /// Sent as `Authorization: Bearer <key>` when set.
-    pub api_key: Option<String>,
-    /// Longest wait for a connection or for the next piece of a response.
-    pub timeout_secs: u64,
-    /// Retries of a request refused with 429/5xx or not connected (with
-    /// backoff); a request that has started streaming is never retried.
-    pub retries: u32,
-}
-
-impl Default for OpenAiConfig {
-    fn default() -> Self {
-        OpenAiConfig {
-            url: String::new(),
-            model: String::new(),
-            api_key: None,
-            timeout_secs: 60,
-            retries: 2,
-        }
-    }
-}
-
-/// Keys stay out of logs and error messages.
-impl std::fmt::Debug for OpenAiConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("OpenAiConfig")
-            .field("url", &self.url)
-            .field("model", &self.model)
-            .field("api_key", &self.api_key.as_ref().map(|_| "<set>"))
-            .field("timeout_secs", &self.timeout_secs)
-            .field("retries", &self.retries)
-            .finish()
-    }
-}
-
-/// The answer generator's engine.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct GeneratorConfig {
-    /// `local` (candle, `models.generator`) or `openai`.
-    pub backend: Backend,
-    /// The endpoint, for `openai`.
-    pub openai: OpenAiConfig,
-    /// For `openai`: a known model name or GGUF path with the server
-    /// model's tokenizer, so prompts are budgeted exactly (the same prompt
-    /// as in process). Empty: token counts are estimated, on the high side.
-    pub tokenizer: String,
-}
-
-/// The embedding model's engine.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct EmbedderConfig {
-    /// `local` (candle, `models.embedding`) or `openai`.
-    pub backend: Backend,
-    /// The endpoint, for `openai`.
-    pub openai: OpenAiConfig,
-    /// Put before a query (models such as e5 want `"query: "`).
-    pub query_prefix: String,
-    /// Put before a passage (`"passage: "` for e5).
-    pub passage_prefix: String,
-}
-
-/// The Slack (or Slack-compatible) bot.
-#[derive(Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct SlackConfig {
-    /// The app's signing secret; without it the `/slack` routes are off.
-    pub signing_secret: Option<String>,
-    /// The bot token (`xoxb-…`) used to post answers.
-    pub bot_token: Option<String>,
-    /// Slack's Web API (a Slack-compatible server's, or a test's).
-    pub api_base: String,
-    /// Slash-command answers visible to the channel (else only to the asker).
-    pub in_channel: bool,
-    /// A Redis (`redis://[:password@]host[:port][/db]`, or `rediss://`
-    /// for TLS) the replicas share to answer each Slack event once;
-    /// without it each replica remembers only its own deliveries.
-    pub dedupe_redis: Option<String>,
-    /// PEM file of the certificate authority that signed a `rediss://`
-    /// server's certificate, when it is not one the system trusts.
-    pub dedupe_redis_ca: Option<PathBuf>,
-}
-
-impl Default for SlackConfig {
-    fn default() -> Self {
-        SlackConfig {
-            signing_secret: None,
-            bot_token: None,
-            api_base: "https://slack.com/api".to_string(),
-            in_channel: false,
-            dedupe_redis: None,
-            dedupe_redis_ca: None,
-        }
-    }
-}
-
-/// Secrets stay out of logs and error messages.
-impl std::fmt::Debug for SlackConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let hidden = |s: &Option<String>| s.as_ref().map(|_| "<set>");
-        f.debug_struct("SlackConfig")
-            .field("signing_secret", &hidden(&self.signing_secret))
-            .field("bot_token", &hidden(&self.bot_token))
-            .field("api_base", &self.api_base)
-            .field("in_channel", &self.in_channel)
-            .field(
-                "dedupe_redis",
-                &self.dedupe_redis.as_deref().map(without_password),
-            )
-            .field("dedupe_redis_ca", &self.dedupe_redis_ca)
-            .finish()
-    }
-}
-
-/// The HTTP service's limits and access.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct ServerConfig {
-    /// Address to listen on (`127.0.0.1:0` picks a free port).
-    pub addr: String,
-    /// Answers generated at once. Generation uses every core, so more than
-    /// one mostly adds latency; searches never wait for these.
-    pub workers: usize,
-    /// Answers that may wait for a worker; beyond that, 429.
-    pub queue: usize,
-    /// Longest an answer may take, queueing included, in seconds.
-    pub deadline_secs: u64,
-    /// Largest request body, in bytes.
-    pub max_body_bytes: usize,
-    /// API keys; when any is set, every `/v1` route needs `Authorization: Bearer <key>`.
-    pub api_keys: Vec<String>,
-    /// Keys for `/admin` routes (index reload); none: those routes are off.
-    pub admin_keys: Vec<String>,
-    /// On shutdown, how long in-flight answers may run before they are cut.
-    pub shutdown_grace_secs: u64,
-}
-
-impl Default for ServerConfig {
-    fn default() -> Self {
-        ServerConfig {
-            addr: "127.0.0.1:8080".to_string(),
-            workers: 1,
-            queue: 8,
-            deadline_secs: 120,
-            max_body_bytes: 64 * 1024,
-            api_keys: Vec::new(),
-            admin_keys: Vec::new(),
-            shutdown_grace_secs: 10,
-        }
     }
 }
 
@@ -473,6 +326,8 @@ pub struct SearchConfig {
 impl Default for Config {
     fn default() -> Self {
         Config {
+            kb: DEFAULT_KB.to_string(),
+            kbs: BTreeMap::new(),
             corpus: PathBuf::from("corpus"),
             index_dir: PathBuf::from("indexes"),
             auto_index: true,
@@ -610,6 +465,12 @@ impl Config {
         if self.search.k == 0 {
             return Err(Error::Config("search.k must be at least 1".into()));
         }
+        self.validate_kbs()?;
+        for kb in std::iter::once(&self.slack.kb).chain(self.slack.channel_kbs.values()) {
+            if kb != DEFAULT_KB && !self.kbs.contains_key(kb) {
+                return Err(Error::Config(format!("slack: {}", self.unknown_kb(kb))));
+            }
+        }
         if let Some(url) = &self.slack.dedupe_redis {
             let host = url
                 .strip_prefix("redis://")
@@ -626,14 +487,104 @@ impl Config {
     }
 }
 
-/// A URL with any password replaced, for logs and error messages.
-pub fn without_password(url: &str) -> String {
-    match url.split_once("://") {
-        Some((scheme, rest)) => match rest.rsplit_once('@') {
-            Some((_, host)) => format!("{scheme}://<credentials>@{host}"),
-            None => url.to_string(),
-        },
-        None => "<not a URL>".to_string(),
+impl Config {
+    /// The names of every knowledge base, the default one first.
+    pub fn kb_names(&self) -> Vec<&str> {
+        std::iter::once(DEFAULT_KB)
+            .chain(
+                self.kbs
+                    .keys()
+                    .map(String::as_str)
+                    .filter(|n| *n != DEFAULT_KB),
+            )
+            .collect()
+    }
+
+    /// The configuration for knowledge base `name`: its corpus, index
+    /// folder and overrides over the shared settings. Its `kb` names it.
+    pub fn for_kb(&self, name: &str) -> Result<Config> {
+        let mut config = self.clone();
+        config.kb = name.to_string();
+        if name == DEFAULT_KB {
+            return Ok(config);
+        }
+        let kb = self.kbs.get(name).ok_or_else(|| self.unknown_kb(name))?;
+        config.corpus = kb.corpus.clone();
+        config.index_dir = kb
+            .index_dir
+            .clone()
+            .unwrap_or_else(|| self.index_dir.join("kbs").join(name));
+        if let Some(t) = kb.tokenizer {
+            config.bm25.tokenizer = t;
+        }
+        if let Some(k) = kb.k {
+            config.answer.k = k;
+        }
+        Ok(config)
+    }
+
+    /// This configuration for the knowledge base its `kb` setting names
+    /// (`--kb`, `KBQA_KB`).
+    pub fn selected(&self) -> Result<Config> {
+        self.for_kb(&self.kb)
+    }
+
+    /// The error for a name that is not configured, listing those that are.
+    pub fn unknown_kb(&self, name: &str) -> Error {
+        Error::UnknownKb {
+            name: name.to_string(),
+            known: self.kb_names().join(", "),
+        }
+    }
+
+    /// Rejects knowledge-base settings that cannot work.
+    fn validate_kbs(&self) -> Result<()> {
+        for (name, kb) in &self.kbs {
+            kbs::check_name(name)?;
+            if name == DEFAULT_KB {
+                return Err(Error::Config(format!(
+                    "[kbs.{DEFAULT_KB}] cannot be set: the top-level corpus and index_dir are the default knowledge base"
+                )));
+            }
+            if kb.corpus.as_os_str().is_empty() {
+                return Err(Error::Config(format!("kbs.{name}.corpus must be set")));
+            }
+            if kb.k == Some(0) {
+                return Err(Error::Config(format!("kbs.{name}.k must be at least 1")));
+            }
+        }
+        if self.kb != DEFAULT_KB && !self.kbs.contains_key(&self.kb) {
+            return Err(self.unknown_kb(&self.kb));
+        }
+        let mut dirs: BTreeMap<PathBuf, &str> = BTreeMap::new();
+        for name in self.kb_names() {
+            let dir = self.for_kb(name)?.index_dir;
+            if let Some(other) = dirs.insert(dir.clone(), name) {
+                return Err(Error::Config(format!(
+                    "knowledge bases {other} and {name} would share the index folder {}",
+                    dir.display()
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Adds knowledge base `name` to the config file at `path`, editing
+    /// it in place ([`kbs::add_to_file`]); the result must load.
+    pub fn add_kb_to_file(path: &Path, name: &str, kb: &KbConfig) -> Result<()> {
+        kbs::add_to_file(path, name, kb, &Config::loads)
+    }
+
+    /// Removes knowledge base `name` from the config file at `path`
+    /// ([`kbs::remove_from_file`]); returns what it said.
+    pub fn remove_kb_from_file(path: &Path, name: &str) -> Result<KbConfig> {
+        kbs::remove_from_file(path, name, &Config::loads)
+    }
+
+    /// Whether `text` loads as a config file with sound knowledge bases.
+    fn loads(text: &str) -> Result<()> {
+        let config: Config = toml::from_str(text).map_err(|e| Error::Config(e.to_string()))?;
+        config.validate_kbs()
     }
 }
 

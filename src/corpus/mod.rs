@@ -48,8 +48,12 @@ pub struct Corpus {
     pub documents: Vec<Document>,
     /// Glossaries in path order.
     pub glossaries: Vec<Glossary>,
-    /// Files refused (only with `skip_bad`; otherwise loading fails).
+    /// Files refused (with `skip_bad`, or skipped by the live index too;
+    /// otherwise loading fails).
     pub skipped: Vec<BadFile>,
+    /// The identities of the refused files that could be read, so a
+    /// later load can tell that one is unchanged.
+    pub skipped_hashes: Vec<FileHash>,
 }
 
 /// One file's identity, for the manifest (and incremental indexing).
@@ -66,8 +70,16 @@ impl Corpus {
     /// file fails the whole load (listing all bad files), so an index is never
     /// built from part of a corpus by accident.
     pub fn load(root: &Path, skip_bad: bool) -> Result<Corpus> {
+        Corpus::load_allowing(root, skip_bad, &[])
+    }
+
+    /// [`Corpus::load`], where a bad file listed in `allowed` (skipped when
+    /// the live index was built) and unchanged since is skipped, not
+    /// refused: the index a user built with `--skip-bad` stays usable.
+    pub fn load_allowing(root: &Path, skip_bad: bool, allowed: &[FileHash]) -> Result<Corpus> {
         let mut corpus = Corpus::default();
         let mut bad = Vec::new();
+        let mut bad_hashes = Vec::new();
         for (path, kind) in list_files(root)? {
             let source = relative_source(root, &path);
             let bytes = match std::fs::read(&path) {
@@ -81,10 +93,15 @@ impl Corpus {
                 }
             };
             let sha256 = hex(&Sha256::digest(&bytes));
+            let identity = FileHash {
+                source: source.clone(),
+                sha256: sha256.clone(),
+            };
             let text = match check_text(&bytes) {
                 Ok(t) => t,
                 Err(reason) => {
                     bad.push(BadFile { path, reason });
+                    bad_hashes.push(identity);
                     continue;
                 }
             };
@@ -97,18 +114,32 @@ impl Corpus {
                 }),
                 FileKind::Glossary => match Glossary::parse(&source, &text, sha256) {
                     Ok(g) => corpus.glossaries.push(g),
-                    Err(reason) => bad.push(BadFile { path, reason }),
+                    Err(reason) => {
+                        bad.push(BadFile { path, reason });
+                        bad_hashes.push(identity);
+                    }
                 },
             }
         }
         if !bad.is_empty() {
-            if !skip_bad {
-                return Err(Error::BadFiles(bad));
+            // An unreadable file has no identity: it is never "unchanged".
+            let known = |b: &BadFile| {
+                let source = relative_source(root, &b.path);
+                bad_hashes
+                    .iter()
+                    .any(|h| h.source == source && allowed.contains(h))
+            };
+            if !skip_bad && !bad.iter().all(known) {
+                return Err(Error::BadFiles(
+                    bad.into_iter().filter(|b| !known(b)).collect(),
+                ));
             }
+            // Front ends say so in their own words (`kbqa index`, `ask`).
             for b in &bad {
-                tracing::warn!("skipping {b}");
+                tracing::info!("skipping {b}");
             }
             corpus.skipped = bad;
+            corpus.skipped_hashes = bad_hashes;
         }
         if corpus.documents.is_empty() && corpus.glossaries.is_empty() {
             return Err(Error::EmptyCorpus(root.to_path_buf()));

@@ -203,6 +203,7 @@ fn write_generation(
         corpus_hash: corpus.content_hash(),
         files: corpus.file_hashes(),
         skipped: corpus.skipped.iter().map(|b| b.to_string()).collect(),
+        skipped_files: corpus.skipped_hashes.clone(),
         settings: settings.clone(),
         synonyms,
         vector,

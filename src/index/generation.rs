@@ -28,8 +28,8 @@ pub struct Generation {
     pub vector: Option<VectorIndex>,
 }
 
-/// Opens the live generation in `index_dir`.
-pub fn open(index_dir: &Path) -> Result<Generation> {
+/// The folder of the generation `CURRENT` names.
+fn live_dir(index_dir: &Path) -> Result<PathBuf> {
     let current = index_dir.join(CURRENT);
     let name = match fs::read_to_string(&current) {
         Ok(s) => s.trim().to_string(),
@@ -44,7 +44,18 @@ pub fn open(index_dir: &Path) -> Result<Generation> {
             reason: format!("{name:?} is not a generation name"),
         });
     }
-    let dir = index_dir.join(&name);
+    Ok(index_dir.join(name))
+}
+
+/// The live generation's manifest, without opening its indexes (to
+/// list knowledge bases, or to learn which files it skipped).
+pub fn live_manifest(index_dir: &Path) -> Result<Manifest> {
+    read_manifest(&live_dir(index_dir)?)
+}
+
+/// Opens the live generation in `index_dir`.
+pub fn open(index_dir: &Path) -> Result<Generation> {
+    let dir = live_dir(index_dir)?;
     let manifest = read_manifest(&dir)?;
     let chunks = read_chunks(&dir, &manifest)?;
     verify_files(&dir.join(BM25_DIR), &manifest.bm25_files)?;

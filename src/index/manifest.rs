@@ -40,6 +40,10 @@ pub struct Manifest {
     pub files: Vec<FileHash>,
     /// Files refused with `--skip-bad`.
     pub skipped: Vec<String>,
+    /// Their identities (those that could be read): while one is
+    /// unchanged, opening this index skips it again instead of refusing.
+    #[serde(default)]
+    pub skipped_files: Vec<FileHash>,
     /// Settings that shape the index.
     pub settings: IndexSettings,
     /// Glossary names, one list per entry (term and aliases): added to the

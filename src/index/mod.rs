@@ -25,7 +25,7 @@ pub mod tokenizer;
 pub mod vector;
 
 pub use self::build::{build, embedding_text, Vectors};
-pub use self::generation::{open, Generation};
+pub use self::generation::{live_manifest, open, Generation};
 pub use self::manifest::{
     BuildEvent, EmbeddingSettings, Freshness, IndexSettings, Manifest, FORMAT_VERSION,
 };

@@ -8,13 +8,14 @@
 use std::sync::Arc;
 
 use axum::extract::State as AxumState;
+use axum::http::HeaderMap;
 use axum::response::sse::Event;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
 
 use super::error::ApiError;
-use super::service::{admit, event_stream, finished, run_answer, ApiJson, Progress, MODEL};
+use super::service::{admit, event_stream, finished, model_id, run_answer, ApiJson, Progress};
 use super::state::State;
 use crate::answer::{AskOptions, AskOverrides, Question};
 use crate::retrieve::{Query, SearchMode, MAX_K};
@@ -25,6 +26,9 @@ use crate::retrieve::{Query, SearchMode, MAX_K};
 pub struct SearchRequest {
     /// The query.
     pub query: String,
+    /// The knowledge base (default: the server's default one).
+    #[serde(default)]
+    pub kb: Option<String>,
     /// How many passages (default `search.k`).
     #[serde(default)]
     pub k: Option<usize>,
@@ -39,6 +43,9 @@ pub struct SearchRequest {
 pub struct AskRequest {
     /// The question.
     pub question: String,
+    /// The knowledge base (default: the server's default one).
+    #[serde(default)]
+    pub kb: Option<String>,
     /// Passages given to the model (default `answer.k`).
     #[serde(default)]
     pub k: Option<usize>,
@@ -85,17 +92,21 @@ impl AskRequest {
 /// `POST /v1/search` → `{"results": [...]}`, as `kbqa search --json`.
 pub async fn search(
     AxumState(state): AxumState<Arc<State>>,
+    headers: HeaderMap,
     ApiJson(req): ApiJson<SearchRequest>,
 ) -> Result<Response, ApiError> {
-    let k = req.k.unwrap_or(state.config().search.k);
+    let kb = req.kb.as_deref();
+    state.authorize(&headers, kb)?;
+    let config = state.kb_config(kb)?;
+    let k = req.k.unwrap_or(config.search.k);
     if !(1..=MAX_K).contains(&k) {
         return Err(ApiError::InvalidQuery(format!(
             "k must be between 1 and {MAX_K}, not {k}"
         )));
     }
     let query = Query::parse(&req.query, k)?;
-    let mode = req.mode.unwrap_or(state.config().search.mode);
-    let engine = state.engine()?;
+    let mode = req.mode.unwrap_or(config.search.mode);
+    let engine = state.engine_for(kb).await?;
     let hits = tokio::task::spawn_blocking(move || engine.kb.search(&query, mode))
         .await
         .map_err(|e| ApiError::Internal(format!("search failed: {e}")))??;
@@ -109,14 +120,17 @@ pub async fn search(
 /// before the checks have passed it.
 pub async fn ask(
     AxumState(state): AxumState<Arc<State>>,
+    headers: HeaderMap,
     ApiJson(req): ApiJson<AskRequest>,
 ) -> Result<Response, ApiError> {
-    let opts = AskOptions::resolve(state.config(), &req.overrides())?;
+    let kb = req.kb.as_deref();
+    state.authorize(&headers, kb)?;
+    let opts = AskOptions::resolve(state.kb_config(kb)?, &req.overrides())?;
     // Parsed once, after the rewrite. An empty question never refers back,
     // so it stays empty and is refused here like any other.
     let text = crate::chat::standalone_question(&req.history, &req.question);
     let question = Question::parse(&text, opts.k)?;
-    let admitted = admit(&state).await?;
+    let admitted = admit(&state, kb).await?;
     let cancel = admitted.cancel();
     let rx = run_answer(&state, admitted, question, opts);
     if !req.stream {
@@ -152,17 +166,26 @@ pub async fn ask(
     }))
 }
 
-/// `GET /v1/models`: the one model, `kbqa` (retrieval + the local LLM).
+/// `GET /v1/models`: one model per knowledge base (retrieval over it plus
+/// the local LLM), which is how OpenAI clients choose one: `kbqa` for the
+/// default, `kbqa:NAME` for the others.
 pub async fn models(AxumState(state): AxumState<Arc<State>>) -> Json<serde_json::Value> {
-    Json(serde_json::json!({
-        "object": "list",
-        "data": [{
-            "id": MODEL,
-            "object": "model",
-            "created": 0,
-            "owned_by": "kbqa",
-            "generator": state.generator_name(),
-            "embedding": state.config().models.embedding,
-        }],
-    }))
+    let data: Vec<serde_json::Value> = state
+        .kb_names()
+        .into_iter()
+        .map(|name| {
+            let description = state.config().kbs.get(name).map(|k| k.description.as_str());
+            serde_json::json!({
+                "id": model_id(&state, name),
+                "object": "model",
+                "created": 0,
+                "owned_by": "kbqa",
+                "kb": name,
+                "description": description.unwrap_or(""),
+                "generator": state.generator_name(),
+                "embedding": state.config().models.embedding,
+            })
+        })
+        .collect();
+    Json(serde_json::json!({ "object": "list", "data": data }))
 }

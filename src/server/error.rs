@@ -28,6 +28,10 @@ pub enum ApiError {
     TooLarge(usize),
     /// No such route.
     NotFound(String),
+    /// No such knowledge base (the message lists the known ones).
+    UnknownKb(String),
+    /// The API key is valid but not for this knowledge base.
+    Forbidden(String),
     /// The route exists but not for this method.
     MethodNotAllowed,
     /// No or a wrong API key.
@@ -72,7 +76,8 @@ impl ApiError {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::InvalidQuery(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::NotFound(_) | ApiError::UnknownKb(_) => StatusCode::NOT_FOUND,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Unauthorized | ApiError::BadSignature(_) => StatusCode::UNAUTHORIZED,
             ApiError::Busy { .. } => StatusCode::TOO_MANY_REQUESTS,
@@ -92,6 +97,8 @@ impl ApiError {
             ApiError::InvalidQuery(_) => "invalid_query",
             ApiError::TooLarge(_) => "body_too_large",
             ApiError::NotFound(_) => "not_found",
+            ApiError::UnknownKb(_) => "unknown_kb",
+            ApiError::Forbidden(_) => "forbidden",
             ApiError::MethodNotAllowed => "method_not_allowed",
             ApiError::Unauthorized => "unauthorized",
             ApiError::BadSignature(_) => "bad_signature",
@@ -115,6 +122,8 @@ impl ApiError {
             | ApiError::ModelUnavailable(m)
             | ApiError::BadSignature(m)
             | ApiError::BadGateway(m)
+            | ApiError::UnknownKb(m)
+            | ApiError::Forbidden(m)
             | ApiError::Internal(m) => m.clone(),
             ApiError::NotFound(path) => format!("no route {path}"),
             ApiError::TooLarge(limit) => {
@@ -154,6 +163,8 @@ impl ApiError {
             | ApiError::InvalidQuery(_)
             | ApiError::TooLarge(_)
             | ApiError::NotFound(_)
+            | ApiError::UnknownKb(_)
+            | ApiError::Forbidden(_)
             | ApiError::MethodNotAllowed
             | ApiError::Unauthorized
             | ApiError::BadSignature(_)
@@ -179,6 +190,8 @@ impl ApiError {
             | ApiError::InvalidQuery(_)
             | ApiError::TooLarge(_)
             | ApiError::NotFound(_)
+            | ApiError::UnknownKb(_)
+            | ApiError::Forbidden(_)
             | ApiError::MethodNotAllowed
             | ApiError::Unauthorized
             | ApiError::BadSignature(_)
@@ -195,6 +208,7 @@ impl From<Error> for ApiError {
             // The caller's: what was asked cannot be answered as given.
             Error::InvalidQuery(m) => ApiError::InvalidQuery(m),
             e @ Error::InvalidOption(_) => ApiError::BadRequest(e.to_string()),
+            e @ Error::UnknownKb { .. } => ApiError::UnknownKb(e.to_string()),
             // The index cannot be used until an operator acts.
             e @ (Error::NoIndex(_)
             | Error::IncompatibleIndex { .. }

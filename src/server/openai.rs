@@ -2,7 +2,9 @@
 //! API, so existing chat front ends and the `openai` client libraries can
 //! talk to kbqa.
 //!
-//! The model is always `kbqa`: retrieval plus the local LLM. The last user
+//! The model names the knowledge base: `kbqa` is the default one,
+//! `kbqa:NAME` another (`/v1/models` lists them); each is retrieval over
+//! that knowledge base plus the local LLM. The last user
 //! message is the question; earlier user messages make a follow-up
 //! self-contained (see [`crate::chat`]); system messages are ignored (the
 //! grounding rules are not negotiable). Answers carry `[n]` markers in the
@@ -15,6 +17,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::extract::State as AxumState;
+use axum::http::HeaderMap;
 use axum::response::sse::Event;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -24,7 +27,7 @@ use tokio::sync::mpsc;
 
 use super::error::ApiError;
 use super::pool::Cancel;
-use super::service::{admit, event_stream, finished, run_answer, ApiJson, Progress, MODEL};
+use super::service::{admit, event_stream, finished, kb_of_model, run_answer, ApiJson, Progress};
 use super::state::State;
 use crate::answer::{Answer, AskOptions, AskOverrides, Question};
 use crate::engine::Finish;
@@ -33,7 +36,7 @@ use crate::engine::Finish;
 /// and ignored, as OpenAI-compatible servers do.
 #[derive(Debug, Deserialize)]
 pub struct ChatRequest {
-    /// Must be `kbqa`.
+    /// `kbqa` (the default knowledge base) or `kbqa:NAME` (see `/v1/models`).
     pub model: String,
     /// The conversation.
     pub messages: Vec<Message>,
@@ -213,26 +216,24 @@ impl ChatRequest {
 /// engine or a worker is asked for.
 pub async fn chat_completions(
     AxumState(state): AxumState<Arc<State>>,
+    headers: HeaderMap,
     ApiJson(req): ApiJson<ChatRequest>,
 ) -> Result<Response, ApiError> {
-    if req.model != MODEL {
-        return Err(ApiError::NotFound(format!(
-            "model {:?} (this server has one model, {MODEL:?})",
-            req.model
-        )));
-    }
+    let kb = kb_of_model(&state, &req.model)?;
+    state.authorize(&headers, kb)?;
     if req.n.is_some_and(|n| n != 1) {
         return Err(ApiError::BadRequest("only n = 1 is supported".into()));
     }
     let text = question_of(&req.messages)?;
-    let mut opts = AskOptions::resolve(state.config(), &req.overrides())?;
+    let mut opts = AskOptions::resolve(state.kb_config(kb)?, &req.overrides())?;
     opts.sampling.stop = req.stop_strings()?;
     let question = Question::parse(&text, opts.k)?;
-    let admitted = admit(&state).await?;
+    let admitted = admit(&state, kb).await?;
     let cancel = admitted.cancel();
     let rx = run_answer(&state, admitted, question, opts);
     let completion = Completion {
         id: completion_id(),
+        model: req.model.clone(),
         created: SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs()),
@@ -259,7 +260,7 @@ async fn complete(
         "id": completion.id,
         "object": "chat.completion",
         "created": completion.created,
-        "model": MODEL,
+        "model": completion.model,
         "choices": [{
             "index": 0,
             "message": { "role": "assistant", "content": a.answer },
@@ -275,6 +276,8 @@ async fn complete(
 /// repeats, and whether its stream ends with a usage chunk.
 struct Completion {
     id: String,
+    /// The model asked for (it names the knowledge base).
+    model: String,
     created: u64,
     include_usage: bool,
 }
@@ -286,7 +289,7 @@ impl Completion {
             "id": self.id,
             "object": "chat.completion.chunk",
             "created": self.created,
-            "model": MODEL,
+            "model": self.model,
             "choices": [{ "index": 0, "delta": delta, "finish_reason": finish }],
         });
         if let Some(x) = extra {

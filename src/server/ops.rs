@@ -4,10 +4,11 @@
 
 use std::sync::Arc;
 
-use axum::extract::State as AxumState;
+use axum::extract::{RawQuery, State as AxumState};
 use axum::http::{header, HeaderMap, Uri};
 use axum::response::{Html, IntoResponse, Response};
 use axum::Json;
+use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::error::ApiError;
@@ -34,6 +35,7 @@ pub(crate) async fn readyz(AxumState(state): AxumState<Arc<State>>) -> Result<Re
         "chunks": m.chunk_count,
         "model": engine.llm.name(),
         "auth": state.needs_api_key(),
+        "kbs": state.kb_names(),
     }))
     .into_response())
 }
@@ -45,12 +47,22 @@ pub(crate) async fn metrics(AxumState(state): AxumState<Arc<State>>) -> Response
     ([(header::CONTENT_TYPE, CONTENT_TYPE)], body).into_response()
 }
 
-/// `POST /admin/reload` (admin key): makes the index generation that
-/// `kbqa index` last built live, without a restart. Requests running keep
-/// the generation they started with; new ones use the new one. On error
+/// The query of `/admin/reload`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReloadQuery {
+    /// The knowledge base to reload (default: the server's default one).
+    kb: Option<String>,
+}
+
+/// `POST /admin/reload[?kb=NAME]` (admin key): makes the index generation
+/// that `kbqa index` last built for that knowledge base live, without a
+/// restart. Requests running keep the generation they started with; new
+/// ones use the new one; other knowledge bases are not touched. On error
 /// the live generation stays.
 pub(crate) async fn reload(
     AxumState(state): AxumState<Arc<State>>,
+    RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     if !state.admin_enabled() {
@@ -61,12 +73,16 @@ pub(crate) async fn reload(
     if !state.admin_key_ok(&headers) {
         return Err(ApiError::Unauthorized);
     }
+    let query: ReloadQuery = serde_urlencoded::from_str(query.as_deref().unwrap_or(""))
+        .map_err(|e| ApiError::BadRequest(format!("invalid query: {e}")))?;
+    let name = query.kb.unwrap_or_else(|| state.config().kb.clone());
+    let config = state.kb_config(Some(&name))?.clone();
     let _one_at_a_time = state.reload_guard().await;
-    let live = state.engine()?.kb;
-    let config = state.config().clone();
+    // Its query embedder is the default knowledge base's.
+    let shared = state.engine()?.kb;
     let opened = tokio::task::spawn_blocking(move || {
         let kb = Kb::open_current(&config, &mut |_| {})?;
-        kb.share_embedder(&live);
+        kb.share_embedder(&shared);
         if kb.generation().manifest.vector.is_some() {
             kb.embedder()?; // loaded before it goes live, not by a request
         }
@@ -84,15 +100,17 @@ pub(crate) async fn reload(
     let generation = opened.generation().manifest.generation.clone();
     let chunks = opened.generation().manifest.chunk_count;
     let previous = state
-        .replace_kb(opened)
+        .replace_kb(&name, opened)?
         .map(|kb| kb.generation().manifest.generation.clone());
     tracing::info!(
+        kb = %name,
         from = previous.as_deref().unwrap_or("none"),
         to = %generation,
         chunks,
         "index reloaded"
     );
     Ok(Json(json!({
+        "kb": name,
         "reloaded": previous.as_deref() != Some(generation.as_str()),
         "index": generation,
         "previous": previous,

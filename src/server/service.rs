@@ -26,8 +26,41 @@ use super::state::{Engine, State};
 use crate::answer::Progress as Step;
 use crate::answer::{Answer, AskOptions, Question};
 
-/// The model name clients use: retrieval plus the chat model, as one.
+/// The model name clients use for the default knowledge base: retrieval
+/// plus the chat model, as one. `kbqa:NAME` is knowledge base NAME.
 pub const MODEL: &str = "kbqa";
+
+/// The OpenAI model id of knowledge base `name` (`default` is [`MODEL`]).
+pub fn model_id(state: &State, name: &str) -> String {
+    if name == state.config().kb {
+        MODEL.to_string()
+    } else {
+        format!("{MODEL}:{name}")
+    }
+}
+
+/// The knowledge base an OpenAI model id names, or 404 listing the ids.
+pub fn kb_of_model<'a>(state: &State, model: &'a str) -> Result<Option<&'a str>, ApiError> {
+    let kb = match model.strip_prefix(MODEL) {
+        Some("") => return Ok(None),
+        Some(rest) => rest.strip_prefix(':'),
+        None => None,
+    };
+    match kb {
+        Some(name) if state.kb_names().contains(&name) => Ok(Some(name)),
+        _ => {
+            let ids: Vec<String> = state
+                .kb_names()
+                .iter()
+                .map(|n| model_id(state, n))
+                .collect();
+            Err(ApiError::UnknownKb(format!(
+                "no model {model:?}: this server's models are {} (one per knowledge base)",
+                ids.join(", ")
+            )))
+        }
+    }
+}
 
 /// How often an idle event stream sends a keep-alive comment.
 pub const KEEP_ALIVE: Duration = Duration::from_secs(10);
@@ -94,8 +127,9 @@ impl Admitted {
 /// validated: a bad request must get its 4xx, not wait for a worker.
 ///
 /// The engine is taken once a worker is free, so an answer that waited in
-/// the queue uses the knowledge base live when it starts.
-pub(crate) async fn admit(state: &State) -> Result<Admitted, ApiError> {
+/// the queue uses the knowledge base live when it starts. `kb` names the
+/// knowledge base (the default if `None`); one not yet open opens now.
+pub(crate) async fn admit(state: &State, kb: Option<&str>) -> Result<Admitted, ApiError> {
     if state.is_draining() {
         return Err(ApiError::Unavailable("the server is shutting down".into()));
     }
@@ -105,7 +139,7 @@ pub(crate) async fn admit(state: &State) -> Result<Admitted, ApiError> {
             state.metrics().rejected();
         }
     })?;
-    let engine = state.engine()?;
+    let engine = state.engine_for(kb).await?;
     Ok(Admitted {
         engine,
         slot,

@@ -1,11 +1,17 @@
-//! What every request shares: the configuration, the live knowledge base
-//! and chat model, admission, metrics and the keys.
+//! What every request shares: the configuration, the knowledge bases
+//! and the chat model, admission, metrics and the keys.
+//!
+//! One chat model and one query embedder serve every knowledge base; each
+//! knowledge base adds only its index. The one `--kb` names (the server's
+//! default) opens at start; the others open on their first request, and
+//! each is reloaded on its own.
 //!
 //! A leaf of the server: it imports no handler module, so every front end
 //! (the JSON API, the OpenAI endpoint, Slack) can use it without an import
 //! loop. It has no Slack field on purpose: Slack is one front end among
 //! others and keeps its own state in its own router.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, RwLock};
 
@@ -28,14 +34,35 @@ pub struct Engine {
     pub llm: Arc<dyn Generator>,
 }
 
+/// One knowledge base of the server.
+struct KbSlot {
+    /// The configuration for it ([`Config::for_kb`]).
+    config: Config,
+    /// Its live index, once opened (replaced whole by a reload).
+    live: RwLock<Option<Arc<Kb>>>,
+    /// Held while it opens, so concurrent first requests open it once.
+    opening: tokio::sync::Mutex<()>,
+    /// SHA-256 of the keys limited to the knowledge bases that list them.
+    keys: Vec<[u8; 32]>,
+}
+
+impl KbSlot {
+    fn live(&self) -> Option<Arc<Kb>> {
+        self.live.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
 /// Shared by every request.
 pub struct State {
     config: Config,
-    /// The live knowledge base (replaced whole by a reload).
-    kb: RwLock<Option<Arc<Kb>>>,
+    /// Every knowledge base, by name.
+    kbs: BTreeMap<String, KbSlot>,
     llm: OnceLock<Arc<dyn Generator>>,
-    /// SHA-256 of each API key (compared in constant time).
+    /// SHA-256 of each API key that may use every knowledge base
+    /// (compared in constant time).
     api_keys: Vec<[u8; 32]>,
+    /// SHA-256 of every key limited to some knowledge bases.
+    limited_keys: Vec<[u8; 32]>,
     /// SHA-256 of each admin key (for `/admin/reload`).
     admin_keys: Vec<[u8; 32]>,
     /// Serialises reloads.
@@ -50,9 +77,23 @@ pub struct State {
 impl State {
     /// A server for `config`, not yet ready (see [`State::set_engine`]).
     pub fn new(config: Config) -> Arc<State> {
+        let kbs: BTreeMap<String, KbSlot> = config
+            .kb_names()
+            .into_iter()
+            .filter_map(|name| {
+                let slot = KbSlot {
+                    config: config.for_kb(name).ok()?,
+                    live: RwLock::new(None),
+                    opening: tokio::sync::Mutex::new(()),
+                    keys: digests(config.kbs.get(name).map_or(&[][..], |k| &k.api_keys)),
+                };
+                Some((name.to_string(), slot))
+            })
+            .collect();
         Arc::new(State {
             pool: Pool::new(config.server.workers, config.server.queue),
-            kb: RwLock::new(None),
+            limited_keys: kbs.values().flat_map(|s| s.keys.clone()).collect(),
+            kbs,
             llm: OnceLock::new(),
             api_keys: digests(&config.server.api_keys),
             admin_keys: digests(&config.server.admin_keys),
@@ -64,29 +105,50 @@ impl State {
         })
     }
 
-    /// Makes the server ready.
+    /// Makes the server ready: `kb` is the default knowledge base's index.
     pub fn set_engine(&self, kb: Kb, llm: Arc<dyn Generator>) {
-        *self.kb.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(kb));
+        let _ = self.replace_kb(&self.config.kb, kb);
         let _ = self.llm.set(llm);
     }
 
-    /// Makes `kb` the live knowledge base; requests already running keep
-    /// the one they started with. Returns the one it replaces.
-    pub fn replace_kb(&self, kb: Kb) -> Option<Arc<Kb>> {
-        self.kb
+    /// Makes `kb` the live index of knowledge base `name`; requests already
+    /// running keep the one they started with. Returns the one it replaces.
+    pub fn replace_kb(&self, name: &str, kb: Kb) -> Result<Option<Arc<Kb>>, ApiError> {
+        Ok(self
+            .slot(Some(name))?
+            .live
             .write()
             .unwrap_or_else(|e| e.into_inner())
-            .replace(Arc::new(kb))
+            .replace(Arc::new(kb)))
     }
 
-    /// The resolved configuration.
+    /// The resolved configuration (its `kb` is the server's default
+    /// knowledge base).
     pub fn config(&self) -> &Config {
         &self.config
     }
 
-    /// The live knowledge base and the chat model, or 503 while they load.
+    /// The names of the knowledge bases, the default one first.
+    pub fn kb_names(&self) -> Vec<&str> {
+        self.config.kb_names()
+    }
+
+    /// The configuration of knowledge base `name` (the default if `None`),
+    /// or 404 listing the known ones.
+    pub(crate) fn kb_config(&self, name: Option<&str>) -> Result<&Config, ApiError> {
+        Ok(&self.slot(name)?.config)
+    }
+
+    fn slot(&self, name: Option<&str>) -> Result<&KbSlot, ApiError> {
+        let name = name.unwrap_or(&self.config.kb);
+        self.kbs
+            .get(name)
+            .ok_or_else(|| ApiError::from(self.config.unknown_kb(name)))
+    }
+
+    /// The default knowledge base and the chat model, or 503 while they load.
     pub(crate) fn engine(&self) -> Result<Engine, ApiError> {
-        let kb = self.kb.read().unwrap_or_else(|e| e.into_inner()).clone();
+        let kb = self.slot(None)?.live();
         match (kb, self.llm.get()) {
             (Some(kb), Some(llm)) => Ok(Engine {
                 kb,
@@ -96,6 +158,38 @@ impl State {
                 "the index and models are still loading".into(),
             )),
         }
+    }
+
+    /// Knowledge base `name` (the default if `None`) and the chat model;
+    /// a knowledge base not yet open is opened now (its index built first
+    /// if it has none), sharing the default's query embedder.
+    pub(crate) async fn engine_for(&self, name: Option<&str>) -> Result<Engine, ApiError> {
+        let slot = self.slot(name)?;
+        let default = self.engine()?;
+        if let Some(kb) = slot.live() {
+            return Ok(Engine { kb, ..default });
+        }
+        let _one_at_a_time = slot.opening.lock().await;
+        if let Some(kb) = slot.live() {
+            return Ok(Engine { kb, ..default });
+        }
+        let config = slot.config.clone();
+        let shared = default.kb.clone();
+        let kb = tokio::task::spawn_blocking(move || {
+            let kb = Kb::open(&config, &mut |_| {})?;
+            kb.share_embedder(&shared);
+            Ok::<_, crate::Error>(kb)
+        })
+        .await
+        .map_err(|e| ApiError::Internal(format!("opening the knowledge base failed: {e}")))??;
+        tracing::info!(
+            kb = %slot.config.kb,
+            index = %kb.generation().manifest.generation,
+            "knowledge base opened"
+        );
+        let kb = Arc::new(kb);
+        *slot.live.write().unwrap_or_else(|e| e.into_inner()) = Some(kb.clone());
+        Ok(Engine { kb, ..default })
     }
 
     /// The chat model's name, once it is loaded.
@@ -138,12 +232,35 @@ impl State {
 
     /// Whether the `/v1` routes need an API key.
     pub(crate) fn needs_api_key(&self) -> bool {
-        !self.api_keys.is_empty()
+        !self.api_keys.is_empty() || !self.limited_keys.is_empty()
     }
 
-    /// Whether the request bears one of the API keys.
+    /// Whether the request bears one of the API keys (for every knowledge
+    /// base or for some).
     pub(crate) fn api_key_ok(&self, headers: &HeaderMap) -> bool {
-        bearer(headers).is_some_and(|k| self.key_ok(k))
+        bearer(headers).is_some_and(|k| self.key_ok(k) || key_matches(&self.limited_keys, k))
+    }
+
+    /// Whether the request's key may use knowledge base `name` (the
+    /// default if `None`): 403 for a key limited to other ones. (A missing
+    /// or unknown key was turned away before, with 401.)
+    pub(crate) fn authorize(
+        &self,
+        headers: &HeaderMap,
+        name: Option<&str>,
+    ) -> Result<(), ApiError> {
+        let slot = self.slot(name)?;
+        if !self.needs_api_key() {
+            return Ok(());
+        }
+        let key = bearer(headers).unwrap_or_default();
+        if self.key_ok(key) || key_matches(&slot.keys, key) {
+            return Ok(());
+        }
+        Err(ApiError::Forbidden(format!(
+            "this API key may not use knowledge base {:?}",
+            slot.config.kb
+        )))
     }
 
     /// Whether `/admin` routes are on (some admin key is set).

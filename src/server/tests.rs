@@ -162,7 +162,7 @@ async fn unknown_routes_and_routes_turned_off_get_404() {
         json!({"model": "gpt-4", "messages": [{"role": "user", "content": "hi"}]}),
     )
     .await;
-    assert_eq!((r.status, r.code()), (StatusCode::NOT_FOUND, "not_found"));
+    assert_eq!((r.status, r.code()), (StatusCode::NOT_FOUND, "unknown_kb"));
     let r = send(&state, "GET", "/v1/ask", &[], Body::empty()).await;
     assert_eq!(
         (r.status, r.code()),
@@ -378,4 +378,102 @@ proptest::proptest! {
             proptest::prop_assert_eq!(e.status(), StatusCode::BAD_REQUEST);
         }
     }
+}
+
+/// Two knowledge bases, one key for both and one for `en` only, nothing
+/// loaded: each request is checked for its knowledge base before any
+/// engine is asked for.
+fn two_kbs() -> Arc<State> {
+    let mut config = Config::default();
+    config.server.api_keys = vec!["all-key".into()];
+    config.kbs.insert(
+        "en".into(),
+        crate::config::KbConfig {
+            corpus: "en-docs".into(),
+            description: "English notes".into(),
+            api_keys: vec!["en-key".into()],
+            ..Default::default()
+        },
+    );
+    config.validate().unwrap();
+    State::new(config)
+}
+
+#[tokio::test]
+async fn a_knowledge_base_is_chosen_per_request_and_keys_may_be_limited_to_some() {
+    let state = two_kbs();
+    let bearer = |k: &'static str| [("authorization", format!("Bearer {k}"))];
+    let ask = |kb: Option<&str>| json!({ "question": "What is RLHF?", "kb": kb }).to_string();
+    let reply = |key: &'static str, path: &'static str, body: String| {
+        let state = state.clone();
+        async move {
+            let h = bearer(key);
+            send(&state, "POST", path, &[(h[0].0, h[0].1.as_str())], body).await
+        }
+    };
+    // A key for every knowledge base: past the checks (503: still loading).
+    for kb in [None, Some("en")] {
+        let r = reply("all-key", "/v1/ask", ask(kb)).await;
+        assert_eq!(
+            r.status,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "{kb:?} {:?}",
+            r.body
+        );
+    }
+    // The `en` key: `en` yes, the default no.
+    let r = reply(
+        "en-key",
+        "/v1/search",
+        json!({"query": "x", "kb": "en"}).to_string(),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{:?}", r.body);
+    let r = reply("en-key", "/v1/ask", ask(None)).await;
+    assert_eq!((r.status, r.code()), (StatusCode::FORBIDDEN, "forbidden"));
+    let chat = |model: &str| {
+        json!({"model": model, "messages": [{"role": "user", "content": "What is RLHF?"}]})
+            .to_string()
+    };
+    let r = reply("en-key", "/v1/chat/completions", chat("kbqa")).await;
+    assert_eq!((r.status, r.code()), (StatusCode::FORBIDDEN, "forbidden"));
+    let r = reply("en-key", "/v1/chat/completions", chat("kbqa:en")).await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{:?}", r.body);
+    // An unknown one is a 404 that lists the known ones.
+    let r = reply("all-key", "/v1/ask", ask(Some("hr"))).await;
+    assert_eq!((r.status, r.code()), (StatusCode::NOT_FOUND, "unknown_kb"));
+    let message = r.body["error"]["message"].as_str().unwrap();
+    assert!(message.contains("default, en"), "{message}");
+    let r = reply("all-key", "/v1/chat/completions", chat("kbqa:hr")).await;
+    assert_eq!((r.status, r.code()), (StatusCode::NOT_FOUND, "unknown_kb"));
+    assert!(r.body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("kbqa, kbqa:en"));
+    // No key, or a wrong one: 401 as before.
+    let r = post(
+        &state,
+        "/v1/ask",
+        serde_json::from_str(&ask(Some("en"))).unwrap(),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    // One model per knowledge base.
+    let h = bearer("en-key");
+    let r = send(
+        &state,
+        "GET",
+        "/v1/models",
+        &[(h[0].0, h[0].1.as_str())],
+        Body::empty(),
+    )
+    .await;
+    let ids: Vec<&str> = r.body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["kbqa", "kbqa:en"]);
+    assert_eq!(r.body["data"][1]["description"], "English notes");
 }

@@ -9,6 +9,7 @@ mod crash;
 mod embed;
 mod eval;
 mod gguf;
+mod kbs;
 mod layers;
 mod models;
 mod redis_tls;

@@ -407,7 +407,7 @@ fn bad_requests_get_json_errors_and_change_nothing() {
                 .to_string()
                 .into_bytes(),
             404,
-            "not_found",
+            "unknown_kb",
         ),
         (
             "POST",
@@ -820,6 +820,17 @@ fn sigterm_lets_a_running_answer_finish_then_exits() {
 /// `target/test-artifacts/{shot}`; `None` where Chromium is missing
 /// outside CI.
 fn page_answer(server: &Server, question: &str, shot: &str) -> Option<Value> {
+    page_answer_in(server, question, shot, &[])
+}
+
+/// [`page_answer`], with the page's API key and knowledge base (`extra`:
+/// `[key]` or `[key, kb]`).
+pub(crate) fn page_answer_in(
+    server: &Server,
+    question: &str,
+    shot: &str,
+    extra: &[&str],
+) -> Option<Value> {
     let driver_present = Command::new("chromedriver")
         .arg("--version")
         .output()
@@ -836,11 +847,10 @@ fn page_answer(server: &Server, question: &str, shot: &str) -> Option<Value> {
     std::fs::create_dir_all(&artifacts).unwrap();
     let shot = artifacts.join(shot);
     let _ = std::fs::remove_file(&shot);
-    let r = server.client(
-        std::path::Path::new("python3"),
-        "chat_page.py",
-        &[&server.url("/"), question, shot.to_str().unwrap()],
-    );
+    let url = server.url("/");
+    let mut args = vec![url.as_str(), question, shot.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    let r = server.client(std::path::Path::new("python3"), "chat_page.py", &args);
     assert!(r["error"].is_null(), "{r}");
     let png = std::fs::read(&shot).expect("screenshot");
     assert!(png.starts_with(b"\x89PNG") && png.len() > 5_000);

@@ -12,26 +12,26 @@ use serde_json::{json, Value};
 
 use crate::server::{request, Resp, Server};
 
-const SECRET: &str = "8f742231b10e8888abcd99yyyzzz85a5";
-const TOKEN: &str = "xoxb-test-token";
+pub(crate) const SECRET: &str = "8f742231b10e8888abcd99yyyzzz85a5";
+pub(crate) const TOKEN: &str = "xoxb-test-token";
 
 /// A request the fake Slack received.
 #[derive(Debug, Clone)]
-struct Recorded {
-    path: String,
+pub(crate) struct Recorded {
+    pub(crate) path: String,
     authorization: Option<String>,
-    body: Value,
+    pub(crate) body: Value,
 }
 
 /// Slack's Web API on loopback: records requests and answers `{"ok":true}`,
 /// except the first message to channel `CRATE`, which gets 429.
-struct FakeSlack {
-    addr: String,
+pub(crate) struct FakeSlack {
+    pub(crate) addr: String,
     requests: Arc<Mutex<Vec<Recorded>>>,
 }
 
 impl FakeSlack {
-    fn start() -> FakeSlack {
+    pub(crate) fn start() -> FakeSlack {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap().to_string();
         let requests: Arc<Mutex<Vec<Recorded>>> = Arc::default();
@@ -89,7 +89,12 @@ impl FakeSlack {
     }
 
     /// Waits until `n` requests match `pred` (panics after `secs`).
-    fn wait_for(&self, n: usize, secs: u64, pred: impl Fn(&Recorded) -> bool) -> Vec<Recorded> {
+    pub(crate) fn wait_for(
+        &self,
+        n: usize,
+        secs: u64,
+        pred: impl Fn(&Recorded) -> bool,
+    ) -> Vec<Recorded> {
         let start = Instant::now();
         loop {
             let got: Vec<Recorded> = self.requests().into_iter().filter(|r| pred(r)).collect();
@@ -127,7 +132,12 @@ fn sign(secret: &str, ts: i64, body: &[u8]) -> String {
     format!("v0={hex}")
 }
 
-fn signed_post(server: &Server, path: &str, body: &[u8], extra: &[(&str, &str)]) -> Resp {
+pub(crate) fn signed_post(
+    server: &Server,
+    path: &str,
+    body: &[u8],
+    extra: &[(&str, &str)],
+) -> Resp {
     let ts = now();
     let sig = sign(SECRET, ts, body);
     let ts = ts.to_string();
@@ -157,7 +167,7 @@ fn slack_server_with(fake: &FakeSlack, extra: &[(&str, &str)]) -> Server {
     Server::start(&env)
 }
 
-fn mention(event_id: &str, channel: &str, text: &str, extra: Value) -> Vec<u8> {
+pub(crate) fn mention(event_id: &str, channel: &str, text: &str, extra: Value) -> Vec<u8> {
     let mut event = json!({
         "type": "app_mention",
         "user": "UASKER",

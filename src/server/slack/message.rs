@@ -90,6 +90,9 @@ pub struct Command {
     pub text: String,
     /// Where to post the delayed answer.
     pub response_url: String,
+    /// The channel it was typed in (it chooses the knowledge base).
+    #[serde(default)]
+    pub channel_id: String,
 }
 
 /// A message addressed to the bot, and where to answer it. Its text is

@@ -105,15 +105,19 @@ impl Slack {
     }
 }
 
-/// A question ready to answer: the options (Slack overrides none) and
-/// the question, parsed once.
-type Prepared = (Question, AskOptions);
+/// A question ready to answer: the question, parsed once, the options
+/// (Slack overrides none) and the knowledge base its channel asks.
+type Prepared = (Question, AskOptions, String);
 
-/// Parses `text` once, before Slack is acknowledged.
-fn prepare(state: &State, text: &str) -> Result<Prepared, ApiError> {
-    let opts = AskOptions::resolve(state.config(), &AskOverrides::default())?;
+/// Parses `text`, asked in `channel`, once, before Slack is acknowledged.
+/// The channel chooses the knowledge base (`slack.channel_kbs`, else
+/// `slack.kb`).
+fn prepare(state: &State, text: &str, channel: &str) -> Result<Prepared, ApiError> {
+    let slack = &state.config().slack;
+    let kb = slack.channel_kbs.get(channel).unwrap_or(&slack.kb).clone();
+    let opts = AskOptions::resolve(state.kb_config(Some(&kb))?, &AskOverrides::default())?;
     let question = Question::parse(text, opts.k)?;
-    Ok((question, opts))
+    Ok((question, opts, kb))
 }
 
 /// Answers through the server's admission, as any other answer.
@@ -121,8 +125,8 @@ async fn answer(
     state: &Arc<State>,
     prepared: Result<Prepared, ApiError>,
 ) -> Result<Answer, ApiError> {
-    let (question, opts) = prepared?;
-    let admitted = admit(state).await?;
+    let (question, opts, kb) = prepared?;
+    let admitted = admit(state, Some(&kb)).await?;
     finished(run_answer(state, admitted, question, opts))
         .await
         .map(|a| *a)
@@ -200,7 +204,7 @@ async fn events(
         return Ok(().into_response());
     };
     tracing::info!(event_id, channel = asked.channel, "Slack question");
-    let prepared = prepare(&bot.server, &asked.text);
+    let prepared = prepare(&bot.server, &asked.text, &asked.channel);
     let slack = bot.slack.clone();
     answer_in_background(bot.server, prepared, move |text, blocks| async move {
         slack
@@ -228,7 +232,7 @@ async fn commands(
     if cmd.text.trim().is_empty() {
         return Ok(ephemeral(format!("Usage: `{name} <question>` — e.g. `{name} 什么是EFLOPS？` or `{name} What is RLHF?`. Answers come from the knowledge base, with sources.")));
     }
-    let prepared = match prepare(&bot.server, &cmd.text) {
+    let prepared = match prepare(&bot.server, &cmd.text, &cmd.channel_id) {
         Ok(p) => p,
         Err(e) => return Ok(ephemeral(failure_text(&e))),
     };

@@ -1,8 +1,10 @@
 """Drives kbqa's chat page in headless Chromium through ChromeDriver's
 W3C WebDriver protocol (plain HTTP, no client library needed).
 
-Usage: chat_page.py PAGE_URL QUESTION SCREENSHOT.png
-Prints one JSON object: the answer text and the sources shown under it.
+Usage: chat_page.py PAGE_URL QUESTION SCREENSHOT.png [API_KEY [KB]]
+With KB, the question is asked of that knowledge base, chosen in the
+page's selector. Prints one JSON object: the answer text, the sources
+shown under it, and the selector's options.
 """
 
 import base64
@@ -15,6 +17,8 @@ import time
 import urllib.request
 
 page, question, screenshot = sys.argv[1], sys.argv[2], sys.argv[3]
+key = sys.argv[4] if len(sys.argv) > 4 else ""
+kb = sys.argv[5] if len(sys.argv) > 5 else ""
 
 
 def free_port():
@@ -78,6 +82,25 @@ try:
     )["sessionId"]
     s = f"/session/{session}"
     call("POST", s + "/url", {"url": page})
+    if key:
+        # What the page's key box stores; then the page starts again with it.
+        call("POST", s + "/execute/sync",
+             {"script": "localStorage.setItem('kbqa-key', arguments[0])", "args": [key]})
+        call("POST", s + "/url", {"url": page})
+    options = []
+    if kb:
+        pick = """
+          const sel = document.getElementById('kb');
+          const names = [...sel.options].map(o => o.value);
+          if (sel.hidden || !names.includes(arguments[0])) return null;
+          sel.value = arguments[0];
+          sel.dispatchEvent(new Event('change'));
+          return names;
+        """
+        deadline = time.time() + 30
+        while not options and time.time() < deadline:
+            options = call("POST", s + "/execute/sync", {"script": pick, "args": [kb]}) or []
+            time.sleep(0.2)
 
     def find(css):
         return call("POST", s + "/element", {"using": "css selector", "value": css})[
@@ -112,6 +135,8 @@ try:
     with open(screenshot, "wb") as f:
         f.write(base64.b64decode(png))
     call("DELETE", s)
+    if result is not None:
+        result["kbs"] = options
     json.dump(result, sys.stdout, ensure_ascii=False)
 finally:
     driver.terminate()
