@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::config::{Backend, Config, EmbedderConfig};
-use crate::engine::{Embedder, Generator};
+use crate::engine::{Embedder, Generator, RecentQueries};
 use crate::error::Result;
 use crate::models::embedder::E5Embedder;
 use crate::models::fetch::{self, FetchEvent};
@@ -95,11 +95,13 @@ impl EmbeddingModel {
         }))
     }
 
-    /// Loads it (or connects to its server).
+    /// Loads it (or connects to its server), remembering recent queries
+    /// ([`RecentQueries`]).
     pub fn load(&self) -> Result<Arc<dyn Embedder>> {
-        match &self.source {
-            Source::File(path) => Ok(Arc::new(E5Embedder::load(path)?)),
-            Source::Server(config) => Ok(Arc::new(OpenAiEmbedder::connect(config)?)),
-        }
+        let inner: Arc<dyn Embedder> = match &self.source {
+            Source::File(path) => Arc::new(E5Embedder::load(path)?),
+            Source::Server(config) => Arc::new(OpenAiEmbedder::connect(config)?),
+        };
+        Ok(Arc::new(RecentQueries::new(inner)))
     }
 }

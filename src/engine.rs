@@ -7,6 +7,9 @@
 //! OpenAI protocol). Both implement them; `crate::backend` picks one from
 //! the config.
 
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+
 use serde::Serialize;
 
 use crate::error::Result;
@@ -20,6 +23,59 @@ pub trait Embedder: Send + Sync {
     /// The vectors of passages, row-major (`texts.len() * dim()` floats);
     /// `progress(done)` is called as passages are finished.
     fn embed_passages(&self, texts: &[&str], progress: &mut dyn FnMut(usize)) -> Result<Vec<f32>>;
+}
+
+/// An embedder that remembers the vectors of its last few queries. One
+/// question is embedded for the search and again to choose the
+/// sentences the model is shown (and a client may ask the same question
+/// twice); with this it is computed once. Passages are never remembered.
+pub struct RecentQueries {
+    inner: Arc<dyn Embedder>,
+    recent: Mutex<VecDeque<(String, Vec<f32>)>>,
+}
+
+impl RecentQueries {
+    /// How many queries are remembered: a question, its translation and a
+    /// few concurrent requests' questions.
+    pub const KEEP: usize = 8;
+
+    /// `inner`, remembering its queries.
+    pub fn new(inner: Arc<dyn Embedder>) -> RecentQueries {
+        RecentQueries {
+            inner,
+            recent: Mutex::new(VecDeque::with_capacity(Self::KEEP)),
+        }
+    }
+}
+
+impl Embedder for RecentQueries {
+    fn dim(&self) -> usize {
+        self.inner.dim()
+    }
+
+    fn embed_query(&self, query: &str) -> Result<Vec<f32>> {
+        let known = |r: &VecDeque<(String, Vec<f32>)>| {
+            r.iter().find(|(q, _)| q == query).map(|(_, v)| v.clone())
+        };
+        if let Some(v) = known(&self.recent.lock().unwrap_or_else(|e| e.into_inner())) {
+            tracing::debug!("query vector remembered, not computed again");
+            return Ok(v);
+        }
+        // Computed outside the lock: other queries need not wait for it.
+        let v = self.inner.embed_query(query)?;
+        let mut r = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+        if known(&r).is_none() {
+            if r.len() == Self::KEEP {
+                r.pop_front();
+            }
+            r.push_back((query.to_string(), v.clone()));
+        }
+        Ok(v)
+    }
+
+    fn embed_passages(&self, texts: &[&str], progress: &mut dyn FnMut(usize)) -> Result<Vec<f32>> {
+        self.inner.embed_passages(texts, progress)
+    }
 }
 
 /// How text is sampled.
@@ -183,3 +239,48 @@ pub trait Generator: Send + Sync {
 
 /// How often a waiting generator checks whether its caller cancelled.
 pub const HEARTBEAT: std::time::Duration = std::time::Duration::from_millis(250);
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+
+    /// Counts the queries it really embeds.
+    struct Counting(AtomicUsize);
+
+    impl Embedder for Counting {
+        fn dim(&self) -> usize {
+            1
+        }
+        fn embed_query(&self, query: &str) -> Result<Vec<f32>> {
+            self.0.fetch_add(1, Ordering::SeqCst);
+            Ok(vec![query.len() as f32])
+        }
+        fn embed_passages(&self, texts: &[&str], _: &mut dyn FnMut(usize)) -> Result<Vec<f32>> {
+            Ok(texts.iter().map(|t| t.len() as f32).collect())
+        }
+    }
+
+    #[test]
+    fn a_recent_query_is_embedded_once_and_old_ones_are_forgotten() {
+        let inner = Arc::new(Counting(AtomicUsize::new(0)));
+        let e = RecentQueries::new(inner.clone());
+        let calls = || inner.0.load(Ordering::SeqCst);
+        assert_eq!(e.embed_query("什么是RLHF？").unwrap(), vec![16.0]);
+        assert_eq!(e.embed_query("什么是RLHF？").unwrap(), vec![16.0]);
+        assert_eq!(calls(), 1);
+        for i in 0..RecentQueries::KEEP {
+            e.embed_query(&format!("q{i}")).unwrap();
+        }
+        assert_eq!(calls(), 1 + RecentQueries::KEEP);
+        e.embed_query("什么是RLHF？").unwrap();
+        assert_eq!(
+            calls(),
+            2 + RecentQueries::KEEP,
+            "forgotten after KEEP others"
+        );
+        e.embed_passages(&["a", "a"], &mut |_| {}).unwrap();
+        assert_eq!(calls(), 2 + RecentQueries::KEEP, "passages are not queries");
+    }
+}
