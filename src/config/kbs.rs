@@ -190,6 +190,14 @@ mod tests {
     }
 
     #[test]
+    fn variables_and_flags_win_over_a_knowledge_bases_table_but_not_its_folders() {
+        let mut config = two();
+        config.given = vec![crate::config::layers::Setting::flag("--k", "answer.k", 8)];
+        let hr = config.for_kb("hr").unwrap();
+        assert_eq!((hr.answer.k, hr.corpus), (8, PathBuf::from("handbook")));
+    }
+
+    #[test]
     fn unknown_names_list_the_known_ones() {
         let e = two().for_kb("eng").unwrap_err().to_string();
         assert!(e.contains("eng") && e.contains("default, hr"), "{e}");

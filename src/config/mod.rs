@@ -43,6 +43,10 @@ pub struct Config {
     pub kb: String,
     /// Named knowledge bases besides the default one (`[kbs.NAME]`).
     pub kbs: BTreeMap<String, KbConfig>,
+    /// The settings given as `KBQA_*` variables and flags (but the
+    /// folders and `kb`), applied again over a knowledge base's table.
+    #[serde(skip)]
+    pub given: Vec<layers::Setting>,
     /// The folder of documents (the source of truth) of the default
     /// knowledge base.
     pub corpus: PathBuf,
@@ -328,6 +332,7 @@ impl Default for Config {
         Config {
             kb: DEFAULT_KB.to_string(),
             kbs: BTreeMap::new(),
+            given: Vec::new(),
             corpus: PathBuf::from("corpus"),
             index_dir: PathBuf::from("indexes"),
             auto_index: true,
@@ -392,6 +397,13 @@ impl Config {
             None => Config::default(),
         };
         let mut config = layers::apply(&base, settings)?;
+        // A knowledge base's own table is part of the file: the variables
+        // and flags still win over it, except for its folders.
+        config.given = settings
+            .iter()
+            .filter(|s| !matches!(s.key, "kb" | "corpus" | "index_dir"))
+            .cloned()
+            .collect();
         config.normalize();
         config.validate()?;
         Ok(config)
@@ -520,6 +532,11 @@ impl Config {
         if let Some(k) = kb.k {
             config.answer.k = k;
         }
+        if !self.given.is_empty() {
+            config = layers::apply(&config, &self.given)?;
+            config.given = self.given.clone();
+            config.normalize();
+        }
         Ok(config)
     }
 
@@ -581,10 +598,12 @@ impl Config {
         kbs::remove_from_file(path, name, &Config::loads)
     }
 
-    /// Whether `text` loads as a config file with sound knowledge bases.
+    /// Whether `text` loads as a valid config file (a knowledge base that
+    /// Slack still names cannot be removed, say).
     fn loads(text: &str) -> Result<()> {
-        let config: Config = toml::from_str(text).map_err(|e| Error::Config(e.to_string()))?;
-        config.validate_kbs()
+        let mut config: Config = toml::from_str(text).map_err(|e| Error::Config(e.to_string()))?;
+        config.normalize();
+        config.validate()
     }
 }
 

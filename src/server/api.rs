@@ -168,10 +168,14 @@ pub async fn ask(
 
 /// `GET /v1/models`: one model per knowledge base (retrieval over it plus
 /// the local LLM), which is how OpenAI clients choose one: `kbqa` for the
-/// default, `kbqa:NAME` for the others.
-pub async fn models(AxumState(state): AxumState<Arc<State>>) -> Json<serde_json::Value> {
+/// default, `kbqa:NAME` for the others; those the request's key may use.
+pub async fn models(
+    AxumState(state): AxumState<Arc<State>>,
+    headers: HeaderMap,
+) -> Json<serde_json::Value> {
+    // A key limited to some knowledge bases sees only those.
     let data: Vec<serde_json::Value> = state
-        .kb_names()
+        .usable_kbs(&headers)
         .into_iter()
         .map(|name| {
             let description = state.config().kbs.get(name).map(|k| k.description.as_str());

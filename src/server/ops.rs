@@ -35,7 +35,7 @@ pub(crate) async fn readyz(AxumState(state): AxumState<Arc<State>>) -> Result<Re
         "chunks": m.chunk_count,
         "model": engine.llm.name(),
         "auth": state.needs_api_key(),
-        "kbs": state.kb_names(),
+        "kbs": state.kb_names().len(),
     }))
     .into_response())
 }

@@ -39,9 +39,10 @@ struct KbSlot {
     /// The configuration for it ([`Config::for_kb`]).
     config: Config,
     /// Its live index, once opened (replaced whole by a reload).
-    live: RwLock<Option<Arc<Kb>>>,
-    /// Held while it opens, so concurrent first requests open it once.
-    opening: tokio::sync::Mutex<()>,
+    live: Arc<RwLock<Option<Arc<Kb>>>>,
+    /// Held while it opens, so concurrent first requests open it once; the
+    /// opening task holds it, so a request that goes away loses nothing.
+    opening: Arc<tokio::sync::Mutex<()>>,
     /// SHA-256 of the keys limited to the knowledge bases that list them.
     keys: Vec<[u8; 32]>,
 }
@@ -83,8 +84,8 @@ impl State {
             .filter_map(|name| {
                 let slot = KbSlot {
                     config: config.for_kb(name).ok()?,
-                    live: RwLock::new(None),
-                    opening: tokio::sync::Mutex::new(()),
+                    live: Arc::default(),
+                    opening: Arc::default(),
                     keys: digests(config.kbs.get(name).map_or(&[][..], |k| &k.api_keys)),
                 };
                 Some((name.to_string(), slot))
@@ -128,9 +129,11 @@ impl State {
         &self.config
     }
 
-    /// The names of the knowledge bases, the default one first.
+    /// The names of the knowledge bases, the server's default one first.
     pub fn kb_names(&self) -> Vec<&str> {
-        self.config.kb_names()
+        let mut names = self.config.kb_names();
+        names.sort_by_key(|n| *n != self.config.kb);
+        names
     }
 
     /// The configuration of knowledge base `name` (the default if `None`),
@@ -169,26 +172,28 @@ impl State {
         if let Some(kb) = slot.live() {
             return Ok(Engine { kb, ..default });
         }
-        let _one_at_a_time = slot.opening.lock().await;
+        let one_at_a_time = slot.opening.clone().lock_owned().await;
         if let Some(kb) = slot.live() {
             return Ok(Engine { kb, ..default });
         }
-        let config = slot.config.clone();
-        let shared = default.kb.clone();
+        let (config, shared, live) = (slot.config.clone(), default.kb.clone(), slot.live.clone());
+        // The task finishes and keeps what it opened even if this request
+        // is dropped meanwhile (its client gone, its deadline passed).
         let kb = tokio::task::spawn_blocking(move || {
+            let _one_at_a_time = one_at_a_time;
             let kb = Kb::open(&config, &mut |_| {})?;
             kb.share_embedder(&shared);
-            Ok::<_, crate::Error>(kb)
+            tracing::info!(
+                kb = %config.kb,
+                index = %kb.generation().manifest.generation,
+                "knowledge base opened"
+            );
+            // A reload that finished meanwhile installed a newer one: keep it.
+            let mut live = live.write().unwrap_or_else(|e| e.into_inner());
+            Ok::<_, crate::Error>(live.get_or_insert_with(|| Arc::new(kb)).clone())
         })
         .await
         .map_err(|e| ApiError::Internal(format!("opening the knowledge base failed: {e}")))??;
-        tracing::info!(
-            kb = %slot.config.kb,
-            index = %kb.generation().manifest.generation,
-            "knowledge base opened"
-        );
-        let kb = Arc::new(kb);
-        *slot.live.write().unwrap_or_else(|e| e.into_inner()) = Some(kb.clone());
         Ok(Engine { kb, ..default })
     }
 
@@ -244,23 +249,34 @@ impl State {
     /// Whether the request's key may use knowledge base `name` (the
     /// default if `None`): 403 for a key limited to other ones. (A missing
     /// or unknown key was turned away before, with 401.)
+    ///
+    /// Only a key for every knowledge base learns which names exist (an
+    /// unknown one is a 404 listing them); a limited key gets 403 for any
+    /// name it may not use, known or not.
     pub(crate) fn authorize(
         &self,
         headers: &HeaderMap,
         name: Option<&str>,
     ) -> Result<(), ApiError> {
-        let slot = self.slot(name)?;
-        if !self.needs_api_key() {
-            return Ok(());
-        }
         let key = bearer(headers).unwrap_or_default();
-        if self.key_ok(key) || key_matches(&slot.keys, key) {
-            return Ok(());
+        if !self.needs_api_key() || self.key_ok(key) {
+            return self.slot(name).map(|_| ());
         }
-        Err(ApiError::Forbidden(format!(
-            "this API key may not use knowledge base {:?}",
-            slot.config.kb
-        )))
+        match self.slot(name) {
+            Ok(slot) if key_matches(&slot.keys, key) => Ok(()),
+            _ => Err(ApiError::Forbidden(format!(
+                "this API key may not use knowledge base {:?}",
+                name.unwrap_or(&self.config.kb)
+            ))),
+        }
+    }
+
+    /// The knowledge bases the request's key may use, the default first.
+    pub(crate) fn usable_kbs(&self, headers: &HeaderMap) -> Vec<&str> {
+        self.kb_names()
+            .into_iter()
+            .filter(|n| self.authorize(headers, Some(n)).is_ok())
+            .collect()
     }
 
     /// Whether `/admin` routes are on (some admin key is set).

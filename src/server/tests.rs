@@ -458,22 +458,37 @@ async fn a_knowledge_base_is_chosen_per_request_and_keys_may_be_limited_to_some(
     )
     .await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
-    // One model per knowledge base.
-    let h = bearer("en-key");
-    let r = send(
-        &state,
-        "GET",
-        "/v1/models",
-        &[(h[0].0, h[0].1.as_str())],
-        Body::empty(),
-    )
-    .await;
-    let ids: Vec<&str> = r.body["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["id"].as_str().unwrap())
-        .collect();
+    // A limited key learns no other names: 403 for an unknown one too.
+    let r = reply("en-key", "/v1/ask", ask(Some("hr"))).await;
+    assert_eq!((r.status, r.code()), (StatusCode::FORBIDDEN, "forbidden"));
+}
+
+#[tokio::test]
+async fn each_key_sees_one_model_per_knowledge_base_it_may_use() {
+    let state = two_kbs();
+    let bearer = |k: &'static str| [("authorization", format!("Bearer {k}"))];
+    let models = |key: &'static str| {
+        let state = state.clone();
+        async move {
+            let h = bearer(key);
+            let r = send(
+                &state,
+                "GET",
+                "/v1/models",
+                &[(h[0].0, h[0].1.as_str())],
+                Body::empty(),
+            )
+            .await;
+            let data = r.body["data"].as_array().cloned().unwrap_or_default();
+            let ids: Vec<String> = data
+                .iter()
+                .map(|m| m["id"].as_str().unwrap().to_string())
+                .collect();
+            (ids, data)
+        }
+    };
+    let (ids, data) = models("all-key").await;
     assert_eq!(ids, ["kbqa", "kbqa:en"]);
-    assert_eq!(r.body["data"][1]["description"], "English notes");
+    assert_eq!(data[1]["description"], "English notes");
+    assert_eq!(models("en-key").await.0, ["kbqa:en"]);
 }
