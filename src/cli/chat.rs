@@ -63,7 +63,9 @@ pub fn chat(config: &Config, json: bool) -> anyhow::Result<()> {
         json,
         interrupt: Interrupt::install()?,
     };
-    if std::io::stdin().is_terminal() {
+    // Line editing draws on stdout: both must be the terminal (a session
+    // whose answers go to a file is answered as if piped).
+    if std::io::stdin().is_terminal() && std::io::stdout().is_terminal() {
         session.interactive(started)
     } else {
         session.piped()
@@ -86,10 +88,14 @@ struct Session<'a> {
     interrupt: Interrupt,
 }
 
-/// Whether the session goes on after a line.
+/// What became of a line.
 #[derive(PartialEq, Eq)]
 enum Flow {
+    /// Done; the next line.
     Go,
+    /// It failed or was stopped (shown); the next line.
+    Failed,
+    /// The session ends.
     Quit,
 }
 
@@ -111,11 +117,14 @@ impl Session<'_> {
                 Ok(line) if line.trim().is_empty() => {}
                 Ok(line) => {
                     let _ = editor.add_history_entry(line.as_str());
+                    // Appended, so sessions side by side keep each other's lines.
                     let saved = history
                         .parent()
                         .map_or(Ok(()), std::fs::create_dir_all)
                         .and_then(|()| {
-                            editor.save_history(&history).map_err(std::io::Error::other)
+                            editor
+                                .append_history(&history)
+                                .map_err(std::io::Error::other)
                         });
                     if let (Err(e), true) = (saved, history_saved) {
                         eprintln!("kbqa: history not saved to {}: {e}", history.display());
@@ -134,7 +143,7 @@ impl Session<'_> {
     }
 
     /// Each line of standard input, answered in turn; fails at the end if
-    /// any question failed.
+    /// any line failed (a question with no answer, a bad command).
     fn piped(&mut self) -> anyhow::Result<()> {
         let mut failed = 0;
         for (n, line) in std::io::stdin().lock().lines().enumerate() {
@@ -142,34 +151,47 @@ impl Session<'_> {
             if line.trim().is_empty() {
                 continue;
             }
-            let before = self.earlier.len();
-            let quit = self.line(&line) == Flow::Quit;
-            if !line.trim_start().starts_with('/') && self.earlier.len() == before {
-                failed += 1;
-            }
-            if quit {
-                break;
+            match self.line(&line) {
+                Flow::Go => {}
+                Flow::Failed => failed += 1,
+                Flow::Quit => break,
             }
         }
         match failed {
             0 => Ok(()),
-            n => anyhow::bail!("{n} question(s) got no answer (see above)"),
+            n => anyhow::bail!("{n} line(s) got no answer (see above)"),
         }
     }
 
     /// One line: a command or a question. Errors are shown, and the
-    /// session goes on.
+    /// session goes on, unless nobody reads the answers any more (a closed
+    /// pipe): then it ends rather than answer into the void.
     fn line(&mut self, line: &str) -> Flow {
         let line = line.trim();
         let result = match line.strip_prefix('/') {
             Some(command) => self.command(command),
-            None => self.ask(line).map(|()| Flow::Go),
+            None => self.ask(line),
         };
         let _ = std::io::stdout().flush();
-        result.unwrap_or_else(|e| {
-            eprintln!("error: {e:#}");
-            Flow::Go
-        })
+        match result {
+            Ok(flow) => flow,
+            Err(e) if broken_pipe(&e) => Flow::Quit,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                Flow::Failed
+            }
+        }
+    }
+
+    /// A note about the session, not an answer: dimmed on stdout, or on
+    /// stderr when stdout carries JSON lines.
+    fn note(&self, out: &mut impl Write, look: &Look, text: &str) -> std::io::Result<()> {
+        if self.json {
+            eprintln!("{text}");
+            Ok(())
+        } else {
+            writeln!(out, "{}", look.dim(text))
+        }
     }
 
     fn command(&mut self, command: &str) -> anyhow::Result<Flow> {
@@ -184,16 +206,21 @@ impl Session<'_> {
                 let help = HELP
                     .replace("{k}", &self.opts.k.to_string())
                     .replace("{mode}", mode_name(self.opts.mode));
-                writeln!(out, "{help}")?;
+                self.note(&mut out, &Look::PLAIN, &help)?;
             }
             ("new", _) => {
                 self.earlier.clear();
                 self.last = None;
-                writeln!(out, "{}", look.dim("(a new conversation)"))?;
+                self.note(&mut out, &look, "(a new conversation)")?;
             }
             ("sources", _) => match &self.last {
+                Some(a) if self.json => {
+                    let sources =
+                        serde_json::json!({ "citations": a.citations, "passages": a.passages });
+                    writeln!(out, "{sources}")?;
+                }
                 Some(a) => print::all_sources(&mut out, a, &look)?,
-                None => writeln!(out, "No answer yet: ask a question first.")?,
+                None => anyhow::bail!("no answer yet: ask a question first"),
             },
             ("k", Some(n)) => {
                 let k = n
@@ -203,7 +230,7 @@ impl Session<'_> {
                     k: Some(k),
                     ..self.overrides.clone()
                 })?;
-                writeln!(out, "{}", look.dim(&format!("(passages: {k})")))?;
+                self.note(&mut out, &look, &format!("(passages: {k})"))?;
             }
             ("mode", Some(m)) => {
                 let mode: SearchMode = m.parse().map_err(|e: String| anyhow::anyhow!(e))?;
@@ -211,7 +238,7 @@ impl Session<'_> {
                     mode: Some(mode),
                     ..self.overrides.clone()
                 })?;
-                writeln!(out, "{}", look.dim(&format!("(retriever: {m})")))?;
+                self.note(&mut out, &look, &format!("(retriever: {m})"))?;
             }
             ("k" | "mode", None) => {
                 anyhow::bail!("/{name} needs a value; /help lists the commands")
@@ -230,17 +257,18 @@ impl Session<'_> {
 
     /// Answers a question (a follow-up made to stand alone first). An
     /// interrupted answer is dropped, and is not part of the conversation.
-    fn ask(&mut self, line: &str) -> anyhow::Result<()> {
+    fn ask(&mut self, line: &str) -> anyhow::Result<Flow> {
         let asked = kbqa::chat::standalone_question(&self.earlier, line);
         let question = Question::parse(&asked, self.opts.k)?;
         // Looked up per answer: the terminal may have been resized.
         let look = Look::stdout();
         let mut out = std::io::stdout().lock();
-        if asked != line && !self.json {
-            writeln!(out, "{}", look.dim(&format!("(asked as: {asked})")))?;
+        if asked != line {
+            self.note(&mut out, &look, &format!("(asked as: {asked})"))?;
             out.flush()?;
         }
-        let mut progress = AnswerProgress::on_stderr(ProgressWhen::Auto);
+        let mut progress =
+            AnswerProgress::on_stderr(ProgressWhen::Auto).stopping_on(self.interrupt.flag());
         self.interrupt.arm();
         let answer = kbqa::answer::ask(
             &self.kb,
@@ -256,8 +284,8 @@ impl Session<'_> {
         progress.clear();
         let answer = answer?;
         if stopped || answer.finish == Some(Finish::Cancelled) {
-            writeln!(out, "{}", look.dim("[stopped]"))?;
-            return Ok(());
+            self.note(&mut out, &look, "[stopped]")?;
+            return Ok(Flow::Failed);
         }
         if self.json {
             serde_json::to_writer(&mut out, &answer)?;
@@ -268,12 +296,20 @@ impl Session<'_> {
         }
         self.earlier.push(line.to_string());
         self.last = Some(answer);
-        Ok(())
+        Ok(Flow::Go)
     }
 
     fn history_file(&self) -> PathBuf {
         self.config.home.join("chat_history")
     }
+}
+
+/// Whether `e` is stdout's reader having gone away.
+fn broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
 }
 
 fn mode_name(mode: SearchMode) -> &'static str {
@@ -311,6 +347,11 @@ impl Interrupt {
 
     fn fired(&self) -> bool {
         self.fired.load(Ordering::SeqCst)
+    }
+
+    /// The flag, for a spinner that says the answer is stopping.
+    fn flag(&self) -> Arc<AtomicBool> {
+        Arc::clone(&self.fired)
     }
 
     /// The answer is done; returns whether Ctrl-C stopped it.

@@ -29,7 +29,9 @@ pub fn open(config: &Config) -> anyhow::Result<Kb> {
 /// contacted by the first answer).
 pub fn load_llm(config: &Config) -> anyhow::Result<Arc<dyn Generator>> {
     if config.generator.backend == Backend::Openai {
-        let llm = kbqa::backend::generator(config, &mut |e| Bars::on_stderr().fetch_event(e))?;
+        let mut bars = Bars::on_stderr();
+        let llm = kbqa::backend::generator(config, &mut |e| bars.fetch_event(e))?;
+        bars.finish();
         eprintln!(
             "kbqa: generating with {} at {}",
             llm.name(),

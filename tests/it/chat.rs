@@ -261,14 +261,21 @@ fn piped_questions_get_plain_answers_and_follow_ups_still_work() {
     );
     assert!(out.stdout.contains("(score "), "/sources: {}", out.stdout);
 
-    // JSON lines: one answer per line, the follow-up asked as it was rewritten.
+    // JSON lines: one answer per line, the follow-up asked as it was
+    // rewritten; notes go to stderr; a bad question and a bad command are
+    // errors there, and make the exit status 1.
     let big = "问".repeat(2001);
     let out = run(
-        &format!("What is SFT?\n{big}\nWhat are its steps?\n"),
+        &format!("What is SFT?\n{big}\n/mode vectr\nWhat are its steps?\n"),
         &["--json"],
     )
     .failure();
-    for said in ["error: invalid query", "1 question(s) got no answer"] {
+    for said in [
+        "error: invalid query",
+        "unknown search mode",
+        "(asked as: What are SFT's steps?)",
+        "2 line(s) got no answer",
+    ] {
         assert!(out.stderr.contains(said), "{said}: {}", out.stderr);
     }
     let answers: Vec<serde_json::Value> = out
