@@ -205,7 +205,7 @@ impl Session<'_> {
             ("help" | "h" | "?", _) => {
                 let help = HELP
                     .replace("{k}", &self.opts.k.to_string())
-                    .replace("{mode}", mode_name(self.opts.mode));
+                    .replace("{mode}", &self.opts.mode.to_string());
                 self.note(&mut out, &Look::PLAIN, &help)?;
             }
             ("new", _) => {
@@ -310,14 +310,6 @@ fn broken_pipe(e: &anyhow::Error) -> bool {
         c.downcast_ref::<std::io::Error>()
             .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
     })
-}
-
-fn mode_name(mode: SearchMode) -> &'static str {
-    match mode {
-        SearchMode::Bm25 => "bm25",
-        SearchMode::Vector => "vector",
-        SearchMode::Hybrid => "hybrid",
-    }
 }
 
 /// Ctrl-C while an answer is written stops that answer; at any other time

@@ -75,9 +75,8 @@ fn list(config: &Config) -> anyhow::Result<()> {
             Err(e) => format!("unusable index: {e}"),
         };
         let tokenizer = match kb.bm25.tokenizer {
-            TokenizerKind::Jieba => "",
-            TokenizerKind::Bigram => ", bigram terms",
-            TokenizerKind::JiebaBigram => ", jieba+bigram terms",
+            TokenizerKind::Jieba => String::new(),
+            other => format!(", {other} terms"),
         };
         let description = config.kbs.get(name).map_or("", |k| k.description.as_str());
         let mark = if name == config.kb { "*" } else { " " };

