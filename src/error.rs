@@ -162,6 +162,26 @@ pub enum Error {
         reason: String,
     },
 
+    /// The shared database of the `postgres` index backend cannot be
+    /// reached (refused, closed, timed out): it may be back soon.
+    #[error("database {url} is unreachable: {reason}")]
+    DatabaseUnreachable {
+        /// The database, without its password.
+        url: String,
+        /// What went wrong.
+        reason: String,
+    },
+
+    /// The shared database refused a statement (permissions, a schema it
+    /// does not have): waiting will not help.
+    #[error("database {url}: {reason}")]
+    Database {
+        /// The database, without its password.
+        url: String,
+        /// What went wrong.
+        reason: String,
+    },
+
     /// An I/O failure, with the path it concerned.
     #[error("{path}: {source}")]
     Io {

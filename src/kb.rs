@@ -7,7 +7,7 @@ use crate::config::{Config, SearchConfig, VectorConfig};
 use crate::corpus::{Corpus, FileHash};
 use crate::engine::Embedder;
 use crate::error::{Error, Result};
-use crate::index::{self, BuildEvent, Freshness, Generation, IndexSettings, Manifest};
+use crate::index::{self, BuildEvent, Freshness, Generation, IndexSettings, Manifest, Store};
 use crate::models::fetch::FetchEvent;
 use crate::retrieve::{self, Query, SearchHit, SearchMode};
 
@@ -38,6 +38,7 @@ pub enum IndexOutcome {
 /// What an index for `config` is built from: the corpus, the embedding
 /// model, and the settings a live generation must match.
 struct Inputs {
+    store: Store,
     corpus: Corpus,
     model: Option<EmbeddingModel>,
     settings: IndexSettings,
@@ -48,6 +49,7 @@ impl Inputs {
     /// unchanged since is skipped again, with a warning, not refused.
     fn load(
         config: &Config,
+        store: Store,
         live_skipped: &[FileHash],
         events: &mut dyn FnMut(OpenEvent),
     ) -> Result<Inputs> {
@@ -63,6 +65,7 @@ impl Inputs {
             model.as_ref().map(|m| (m.name.clone(), m.sha256.clone())),
         );
         Ok(Inputs {
+            store,
             corpus,
             model,
             settings,
@@ -81,8 +84,7 @@ impl Inputs {
             Some(m) => Some(m.load()?),
             None => None,
         };
-        let manifest = index::build(
-            &config.index_dir,
+        let manifest = self.store.build(
             &config.corpus,
             &self.corpus,
             &self.settings,
@@ -133,21 +135,41 @@ impl Kb {
     /// Opens the index for `config`. When `config.auto_index` is on, a
     /// missing, stale (corpus, settings or model changed) or unusable index
     /// is rebuilt first, and `events` says why; otherwise that is an error.
+    /// With the `postgres` backend the live generation is served as it is
+    /// (see below).
     pub fn open(config: &Config, events: &mut dyn FnMut(OpenEvent)) -> Result<Kb> {
+        let store = Store::for_config(config)?;
+        // A shared index is the indexer's to keep up to date (`kbqa index`):
+        // a reader serves its live generation as it is, and builds one
+        // only where there is none.
+        if let Store::Postgres { .. } = store {
+            match store.open() {
+                Ok(generation) => return Kb::current(generation, config, events),
+                Err(Error::NoIndex(_)) if config.corpus.is_dir() => {}
+                Err(e) => return Err(e),
+            }
+        }
         if !config.corpus.is_dir() {
             // An index shipped without its corpus (e.g. to a replica) is still servable.
-            if let Err(Error::NoIndex(_)) = index::open(&config.index_dir) {
-                return Err(Error::CorpusNotFound(config.corpus.clone()));
-            }
+            let generation = match store.open() {
+                Err(Error::NoIndex(_)) => return Err(Error::CorpusNotFound(config.corpus.clone())),
+                other => other?,
+            };
             events(OpenEvent::CorpusMissing);
-            return Kb::open_current(config, events);
+            return Kb::current(generation, config, events);
         }
-        let live_skipped = index::live_manifest(&config.index_dir)
-            .map(|m| m.skipped_files)
-            .unwrap_or_default();
-        let inputs = Inputs::load(config, &live_skipped, events)?;
+        let live = store.open();
+        let live_skipped = match &live {
+            Ok(g) => g.manifest.skipped_files.clone(),
+            // A damaged generation may still say which files it skipped.
+            Err(_) => store
+                .live_manifest()
+                .map(|m| m.skipped_files)
+                .unwrap_or_default(),
+        };
+        let inputs = Inputs::load(config, store, &live_skipped, events)?;
         let model = inputs.model.clone();
-        let reason = match index::open(&config.index_dir) {
+        let reason = match live {
             Ok(generation) => match generation
                 .manifest
                 .freshness(&inputs.corpus, &inputs.settings)
@@ -168,8 +190,16 @@ impl Kb {
             });
         }
         events(OpenEvent::Rebuilding(reason));
-        let (_, embedder) = inputs.build(config, true, events)?;
-        let generation = index::open(&config.index_dir)?;
+        let embedder = match inputs.build(config, true, events) {
+            Ok((_, embedder)) => embedder,
+            // Replicas sharing a database that had no index: one builds it,
+            // the others wait for it and serve it.
+            Err(Error::IndexLocked(_)) if matches!(inputs.store, Store::Postgres { .. }) => {
+                return Kb::current(wait_for_live(&inputs.store)?, config, events)
+            }
+            Err(e) => return Err(e),
+        };
+        let generation = inputs.store.open()?;
         Ok(Kb::new(generation, config, model, embedder))
     }
 
@@ -178,7 +208,14 @@ impl Kb {
     /// generation, or a replica serves without the corpus. Its vectors must
     /// still come from the configured embedding model.
     pub fn open_current(config: &Config, events: &mut dyn FnMut(OpenEvent)) -> Result<Kb> {
-        let generation = index::open(&config.index_dir)?;
+        Kb::current(Store::for_config(config)?.open()?, config, events)
+    }
+
+    fn current(
+        generation: Generation,
+        config: &Config,
+        events: &mut dyn FnMut(OpenEvent),
+    ) -> Result<Kb> {
         let model = match &generation.manifest.vector {
             Some(_) => EmbeddingModel::resolve(config, &mut |e| events(OpenEvent::Fetch(e)))?,
             None => None,
@@ -216,10 +253,10 @@ impl Kb {
         events: &mut dyn FnMut(OpenEvent),
     ) -> Result<IndexOutcome> {
         // Explicit indexing is strict: bad files need `--skip-bad` each time.
-        let inputs = Inputs::load(config, &[], events)?;
+        let inputs = Inputs::load(config, Store::for_config(config)?, &[], events)?;
         if !rebuild {
             // Open it whole: a damaged generation is not "up to date".
-            if let Ok(g) = index::open(&config.index_dir) {
+            if let Ok(g) = inputs.store.open() {
                 if g.manifest.freshness(&inputs.corpus, &inputs.settings) == Freshness::Fresh {
                     return Ok(IndexOutcome::UpToDate(Box::new(g.manifest)));
                 }
@@ -282,5 +319,19 @@ impl Kb {
     /// The open generation (manifest, chunks, indexes).
     pub fn generation(&self) -> &Generation {
         &self.generation
+    }
+}
+
+/// The live generation of a shared store once the indexer holding its
+/// lock has committed one (checked every second, for up to an hour).
+fn wait_for_live(store: &Store) -> Result<Generation> {
+    let started = std::time::Instant::now();
+    loop {
+        match store.open() {
+            Err(Error::NoIndex(_)) if started.elapsed().as_secs() < 3600 => {
+                std::thread::sleep(std::time::Duration::from_secs(1))
+            }
+            other => return other,
+        }
     }
 }

@@ -193,11 +193,8 @@ fn rank(
             });
         }
         // Small indexes are searched exactly: as fast, and never approximate.
-        Ok(if index.len() < vector_config.exact_below {
-            index.search_exact(q, depth)
-        } else {
-            index.search(q, depth, vector_config.ef_search)
-        })
+        let exact = index.len() < vector_config.exact_below;
+        index.search(q, depth, vector_config.ef_search, exact)
     };
     let single = |hits: Vec<(usize, f32)>, is_bm25: bool| -> Vec<Ranked> {
         hits.into_iter()

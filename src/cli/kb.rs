@@ -64,7 +64,7 @@ pub fn run(config: &Config, file: Option<&Path>, command: KbCommand) -> anyhow::
 fn list(config: &Config) -> anyhow::Result<()> {
     for name in config.kb_names() {
         let kb = config.for_kb(name)?;
-        let index = match kbqa::index::live_manifest(&kb.index_dir) {
+        let index = match kbqa::index::Store::for_config(&kb).and_then(|s| s.live_manifest()) {
             Ok(m) => format!(
                 "{} chunks from {} files ({})",
                 m.chunk_count,

@@ -41,8 +41,25 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
         let state = State::new(config.clone());
         let loading = state.clone();
         let loader = tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
-            // The default knowledge base opens now; others on first use.
-            let kb = super::engines::open(&config.selected()?)?;
+            // The default knowledge base opens now; others on first use. A
+            // shared index's database that is down is waited for (the
+            // server answers 503 meanwhile), not a reason to exit.
+            let selected = config.selected()?;
+            let kb = loop {
+                match super::engines::open(&selected) {
+                    Err(e) if matches!(
+                        e.downcast_ref::<kbqa::Error>(),
+                        Some(kbqa::Error::DatabaseUnreachable { .. })
+                    ) =>
+                    {
+                        eprintln!("kbqa: waiting for the database: {e}");
+                        std::thread::sleep(std::time::Duration::from_millis(
+                            config.database.poll_ms.min(5000),
+                        ));
+                    }
+                    other => break other?,
+                }
+            };
             // The first search should not pay for loading it. An embeddings
             // server that is down is not fatal: BM25 works, and the next
             // vector search connects again.

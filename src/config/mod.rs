@@ -10,6 +10,7 @@
 //! the calibrated defaults live here, next to the field they fill, with
 //! where they were measured.
 
+mod database;
 pub mod kbs;
 mod kinds;
 pub mod layers;
@@ -22,6 +23,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+pub use database::{DatabaseConfig, IndexBackend, LexicalEngine};
 pub use kbs::{KbConfig, DEFAULT_KB};
 pub use kinds::{Backend, PromptStyle, ReadingStyle, SearchMode, TokenizerKind};
 pub use remote::{EmbedderConfig, GeneratorConfig, OpenAiConfig};
@@ -52,6 +54,11 @@ pub struct Config {
     pub corpus: PathBuf,
     /// Where index generations live; everything in it can be rebuilt from `corpus`.
     pub index_dir: PathBuf,
+    /// Where generations live: `local` files in `index_dir`, or `postgres`
+    /// (`database.url`), shared by replicas.
+    pub index_backend: IndexBackend,
+    /// The shared database of the `postgres` backend.
+    pub database: DatabaseConfig,
     /// Rebuild the index automatically when the corpus or settings changed
     /// (instead of failing with a "stale index" error).
     pub auto_index: bool,
@@ -335,6 +342,8 @@ impl Default for Config {
             given: Vec::new(),
             corpus: PathBuf::from("corpus"),
             index_dir: PathBuf::from("indexes"),
+            index_backend: IndexBackend::Local,
+            database: DatabaseConfig::default(),
             auto_index: true,
             skip_bad: false,
             chunk: ChunkConfig::default(),
@@ -422,6 +431,7 @@ impl Config {
             &mut self.slack.bot_token,
             &mut self.slack.dedupe_redis,
             &mut self.generator.openai.api_key,
+            &mut self.database.url,
             &mut self.embedder.openai.api_key,
         ] {
             if o.as_deref().is_some_and(|v| v.trim().is_empty()) {
@@ -434,6 +444,9 @@ impl Config {
     /// Rejects settings that cannot work, at the boundary.
     pub fn validate(&self) -> Result<()> {
         self.chunk.validate().map_err(Error::Config)?;
+        self.database
+            .validate(self.index_backend)
+            .map_err(Error::Config)?;
         if !(self.search.rrf_k >= 0.0
             && self.search.bm25_weight >= 0.0
             && self.search.vector_weight >= 0.0)

@@ -50,8 +50,31 @@ pub fn build(
     synonyms: &[Vec<String>],
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<()> {
-    let (schema, f) = schema();
-    let index = Index::create_in_dir(dir, schema)?;
+    let index = Index::create_in_dir(dir, schema().0)?;
+    fill(&index, chunks, kind, synonyms, progress)
+}
+
+/// A BM25 index of `chunks` held in memory: what a replica of the
+/// `postgres` backend builds from the shared chunk table, ranking exactly
+/// as the same chunks on disk would.
+pub fn build_in_ram(
+    chunks: &[Chunk],
+    kind: TokenizerKind,
+    synonyms: &[Vec<String>],
+) -> Result<Bm25Index> {
+    let index = Index::create_in_ram(schema().0);
+    fill(&index, chunks, kind, synonyms, &mut |_, _| {})?;
+    Bm25Index::from_index(index, Path::new("(in memory)"), kind, synonyms)
+}
+
+fn fill(
+    index: &Index,
+    chunks: &[Chunk],
+    kind: TokenizerKind,
+    synonyms: &[Vec<String>],
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<()> {
+    let f = schema().1;
     index
         .tokenizers()
         .register(ANALYZER_NAME, tokenizer::analyzer(kind, &synonyms.concat()));
@@ -80,9 +103,54 @@ pub fn build(
 pub struct Bm25Index {
     reader: IndexReader,
     fields: Fields,
+    terms: QueryTerms,
+    num_docs: u64,
+}
+
+/// How a query becomes weighted terms: the index's analyzer, and glossary
+/// expansion. Shared by tantivy and by the database's full-text search,
+/// so both search for the same terms.
+#[derive(Clone)]
+pub struct QueryTerms {
     analyzer: TextAnalyzer,
     expander: Expander,
-    num_docs: u64,
+}
+
+impl QueryTerms {
+    /// The analyzer of `kind`, expanding through `synonyms`.
+    pub fn new(kind: TokenizerKind, synonyms: &[Vec<String>]) -> QueryTerms {
+        let mut analyzer = tokenizer::analyzer(kind, &synonyms.concat());
+        let expander = Expander::new(&mut analyzer, synonyms);
+        QueryTerms { analyzer, expander }
+    }
+
+    /// The analyzer, for documents.
+    pub fn analyzer(&self) -> TextAnalyzer {
+        self.analyzer.clone()
+    }
+
+    /// The query's terms as this index analyses them (stop words removed).
+    pub fn query_terms(&self, query: &str) -> Vec<String> {
+        tokenizer::query_terms(&mut self.analyzer.clone(), query)
+    }
+
+    /// The query's terms with their weights: its own terms at 1.0, then the
+    /// other names of glossary entries it mentions at [`EXPANSION_WEIGHT`].
+    pub fn weighted(&self, query: &str, expand: bool) -> Vec<(String, f32)> {
+        let terms = self.query_terms(query);
+        let mut out: Vec<(String, f32)> = terms.iter().map(|t| (t.clone(), 1.0)).collect();
+        let expansion = if expand {
+            self.expander.expand(&terms)
+        } else {
+            Vec::new()
+        };
+        for t in expansion {
+            if !out.iter().any(|(o, _)| *o == t) {
+                out.push((t, EXPANSION_WEIGHT));
+            }
+        }
+        out
+    }
 }
 
 impl Bm25Index {
@@ -93,9 +161,21 @@ impl Bm25Index {
             reason: e.to_string(),
         };
         let index = Index::open_in_dir(dir).map_err(corrupt)?;
-        let mut analyzer = tokenizer::analyzer(kind, &synonyms.concat());
-        let expander = Expander::new(&mut analyzer, synonyms);
-        index.tokenizers().register(ANALYZER_NAME, analyzer.clone());
+        Bm25Index::from_index(index, dir, kind, synonyms)
+    }
+
+    fn from_index(
+        index: Index,
+        dir: &Path,
+        kind: TokenizerKind,
+        synonyms: &[Vec<String>],
+    ) -> Result<Bm25Index> {
+        let corrupt = |e: tantivy::TantivyError| Error::CorruptIndex {
+            path: dir.to_path_buf(),
+            reason: e.to_string(),
+        };
+        let terms = QueryTerms::new(kind, synonyms);
+        index.tokenizers().register(ANALYZER_NAME, terms.analyzer());
         let (expected, fields) = schema();
         if index.schema() != expected {
             return Err(Error::CorruptIndex {
@@ -112,8 +192,7 @@ impl Bm25Index {
         Ok(Bm25Index {
             reader,
             fields,
-            analyzer,
-            expander,
+            terms,
             num_docs,
         })
     }
@@ -123,27 +202,9 @@ impl Bm25Index {
         self.num_docs
     }
 
-    /// The query's terms as this index analyses them (stop words removed).
-    pub fn query_terms(&self, query: &str) -> Vec<String> {
-        tokenizer::query_terms(&mut self.analyzer.clone(), query)
-    }
-
-    /// The query's terms with their weights: its own terms at 1.0, then the
-    /// other names of glossary entries it mentions at [`EXPANSION_WEIGHT`].
-    pub fn weighted_terms(&self, query: &str, expand: bool) -> Vec<(String, f32)> {
-        let terms = self.query_terms(query);
-        let mut out: Vec<(String, f32)> = terms.iter().map(|t| (t.clone(), 1.0)).collect();
-        let expansion = if expand {
-            self.expander.expand(&terms)
-        } else {
-            Vec::new()
-        };
-        for t in expansion {
-            if !out.iter().any(|(o, _)| *o == t) {
-                out.push((t, EXPANSION_WEIGHT));
-            }
-        }
-        out
+    /// How this index turns a query into terms.
+    pub fn terms(&self) -> &QueryTerms {
+        &self.terms
     }
 
     /// The `k` best chunks as (chunk ordinal, BM25 score), best first, equal
@@ -155,7 +216,7 @@ impl Bm25Index {
     /// document: otherwise two builds of one corpus could rank, and so
     /// answer, differently.
     pub fn search(&self, query: &str, k: usize, expand: bool) -> Result<Vec<(usize, f32)>> {
-        let terms = self.weighted_terms(query, expand);
+        let terms = self.terms.weighted(query, expand);
         if terms.is_empty() {
             return Err(Error::InvalidQuery(format!(
                 "{query:?} has no searchable words"
@@ -216,6 +277,7 @@ impl Bm25Index {
 /// Query expansion through the glossary: a query that names an entry (by
 /// any of its names, in either language) also searches its other names, so
 /// "What is data parallelism?" finds text that only says 数据并行.
+#[derive(Clone)]
 struct Expander {
     /// Per entry: each name's terms.
     entries: Vec<Vec<Vec<String>>>,

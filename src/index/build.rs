@@ -1,4 +1,4 @@
-//! Building a generation: chunk, index with BM25, embed (reusing the live
+//! Building a local generation: chunk, index with BM25, embed (reusing the live
 //! generation's vectors for unchanged text), write the manifest last, then
 //! make it live by renaming `CURRENT`, under the one index lock.
 
@@ -7,22 +7,23 @@ use std::io::{BufWriter, Write};
 use std::path::Path;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use sha2::{Digest, Sha256};
-
 use super::bm25;
 use super::files::{checksums, replace_file, sync_dir, sync_tree};
 use super::generation::{open, Generation};
 use super::manifest::{
-    BuildEvent, EmbeddingSettings, IndexSettings, Manifest, BM25_DIR, CHUNKS, CURRENT,
-    FORMAT_VERSION, MANIFEST, TMP_PREFIX,
+    BuildEvent, EmbeddingSettings, IndexSettings, Manifest, BM25_DIR, CHUNKS, CURRENT, MANIFEST,
+    TMP_PREFIX,
+};
+use super::prepare::{
+    chunk, chunk_lines, embed_missing, file_changes, manifest_for, report_changes_without_vectors,
+    reusable_vectors, Changes, Vectors,
 };
 use super::vector::{self, VectorManifest};
-use crate::chunk::{chunk_corpus_with, Chunk};
+use crate::chunk::Chunk;
 use crate::config::VectorConfig;
 use crate::corpus::Corpus;
 use crate::engine::Embedder;
 use crate::error::{Error, IoContext, Result};
-use crate::hash::hex;
 
 /// Builds a new generation from `corpus` and makes it live, atomically.
 /// Holds `index_dir/.lock` for the duration; clears leftovers of killed
@@ -102,17 +103,6 @@ pub fn build(
     Ok(manifest)
 }
 
-/// How a build makes its vectors.
-pub struct Vectors<'a> {
-    /// The passage embedder (`None`: no vector index).
-    pub embedder: Option<&'a dyn Embedder>,
-    /// The HNSW settings.
-    pub config: &'a VectorConfig,
-    /// Take the vectors of unchanged chunks from the live generation
-    /// (`kbqa index`); `false` embeds everything (`kbqa index --rebuild`).
-    pub reuse_live: bool,
-}
-
 struct BuildInputs<'a> {
     generation: &'a str,
     corpus_root: &'a Path,
@@ -122,22 +112,6 @@ struct BuildInputs<'a> {
     vector_config: &'a VectorConfig,
     created_unix: u64,
     previous: Option<&'a Generation>,
-}
-
-/// The corpus's chunks, with progress per file and a count at the end.
-fn chunk(
-    corpus: &Corpus,
-    settings: &IndexSettings,
-    events: &mut dyn FnMut(BuildEvent),
-) -> Vec<Chunk> {
-    let chunks = chunk_corpus_with(corpus, &settings.chunker, &mut |done, total| {
-        events(BuildEvent::Chunking { done, total })
-    });
-    events(BuildEvent::Chunked {
-        files: corpus.documents.len() + corpus.glossaries.len(),
-        chunks: chunks.len(),
-    });
-    chunks
 }
 
 fn write_generation(
@@ -157,7 +131,8 @@ fn write_generation(
     } = *inputs;
     let chunks = chunk(corpus, settings, events);
 
-    let chunks_sha256 = write_chunks(dir, &chunks)?;
+    let (lines, chunks_sha256) = chunk_lines(&chunks);
+    write_lines(&dir.join(CHUNKS), &lines)?;
 
     let synonyms = corpus.synonyms();
     let bm25_dir = dir.join(BM25_DIR);
@@ -171,7 +146,7 @@ fn write_generation(
     )?;
     let bm25_files = checksums(&bm25_dir)?;
 
-    let changes = file_changes(previous, corpus);
+    let changes = file_changes(previous.map(|g| &g.manifest), corpus);
     let vector = match (&settings.embedding, embedder) {
         (Some(es), Some(embedder)) => {
             Some(embed(dir, &chunks, inputs, es, embedder, changes, events)?)
@@ -182,110 +157,28 @@ fn write_generation(
             ))
         }
         (None, _) => {
-            let (added, changed, removed) = changes;
-            events(BuildEvent::Changes {
-                added,
-                changed,
-                removed,
-                reused: 0,
-                to_embed: 0,
-            });
+            report_changes_without_vectors(changes, events);
             None
         }
     };
 
     let manifest = Manifest {
-        format: FORMAT_VERSION,
-        kbqa_version: env!("CARGO_PKG_VERSION").to_string(),
-        generation: generation.to_string(),
-        created_unix,
-        corpus_root: corpus_root.display().to_string(),
-        corpus_hash: corpus.content_hash(),
-        files: corpus.file_hashes(),
-        skipped: corpus.skipped.iter().map(|b| b.to_string()).collect(),
-        skipped_files: corpus.skipped_hashes.clone(),
-        settings: settings.clone(),
-        synonyms,
         vector,
-        chunk_count: chunks.len(),
-        chunks_sha256,
         bm25_files,
+        ..manifest_for(
+            generation,
+            corpus_root,
+            corpus,
+            settings,
+            created_unix,
+            &chunks,
+            chunks_sha256,
+        )
     };
     let path = dir.join(MANIFEST);
     let json = serde_json::to_vec_pretty(&manifest).expect("manifest serialises");
     fs::write(&path, json).at(&path)?;
     Ok(manifest)
-}
-
-/// Files added, changed and removed since `previous` (everything is
-/// "added" when there is none).
-fn file_changes(
-    previous: Option<&Generation>,
-    corpus: &Corpus,
-) -> (Vec<String>, Vec<String>, Vec<String>) {
-    let before: std::collections::HashMap<&str, &str> = previous
-        .map(|g| {
-            g.manifest
-                .files
-                .iter()
-                .map(|f| (f.source.as_str(), f.sha256.as_str()))
-                .collect()
-        })
-        .unwrap_or_default();
-    let now = corpus.file_hashes();
-    let (mut added, mut changed) = (Vec::new(), Vec::new());
-    for f in &now {
-        match before.get(f.source.as_str()) {
-            None => added.push(f.source.clone()),
-            Some(&h) if h != f.sha256 => changed.push(f.source.clone()),
-            Some(_) => {}
-        }
-    }
-    let removed = before
-        .keys()
-        .filter(|s| !now.iter().any(|f| f.source == **s))
-        .map(|s| s.to_string())
-        .collect();
-    (added, changed, removed)
-}
-
-/// The live generation's vectors by embedded text, when they were made by
-/// the same model (same file checksum) with the same dimension; otherwise
-/// none are reusable.
-fn reusable_vectors<'g>(
-    previous: Option<&'g Generation>,
-    embedding: &EmbeddingSettings,
-    dim: usize,
-) -> std::collections::HashMap<String, &'g [f32]> {
-    let mut map = std::collections::HashMap::new();
-    let Some(g) = previous else {
-        return map;
-    };
-    let (Some(vm), Some(vi)) = (&g.manifest.vector, &g.vector) else {
-        return map;
-    };
-    if vm.model_sha256 != embedding.model_sha256 || vm.dim != dim || vi.dim() != dim {
-        return map;
-    }
-    for (ord, chunk) in g.chunks.iter().enumerate() {
-        if let Some(v) = vi.vector(ord) {
-            map.insert(embedding_text(chunk), v);
-        }
-    }
-    map
-}
-
-/// What is embedded for a chunk: its section path (context the passage
-/// itself may lack), then its text.
-pub fn embedding_text(chunk: &Chunk) -> String {
-    let first_line = chunk.text.lines().next().unwrap_or("");
-    if chunk.section.is_empty()
-        || first_line.contains(chunk.section.rsplit(" > ").next().unwrap_or(""))
-    {
-        chunk.text.clone()
-    } else {
-        format!("{}\n{}", chunk.section, chunk.text)
-    }
 }
 
 fn remove_leftovers(index_dir: &Path) {
@@ -312,23 +205,13 @@ fn remove_old_generations(index_dir: &Path, live: &str, previous: Option<&str>) 
     }
 }
 
-/// Files added, changed and removed since the live generation.
-type Changes = (Vec<String>, Vec<String>, Vec<String>);
-
-/// The chunks, one JSON line each, to `chunks.jsonl`; returns the file's sha256.
-fn write_chunks(dir: &Path, chunks: &[Chunk]) -> Result<String> {
-    let chunks_path = dir.join(CHUNKS);
-    let mut hasher = Sha256::new();
-    let file = File::create(&chunks_path).at(&chunks_path)?;
+fn write_lines(path: &Path, lines: &[Vec<u8>]) -> Result<()> {
+    let file = File::create(path).at(path)?;
     let mut w = BufWriter::new(file);
-    for c in chunks {
-        let mut line = serde_json::to_vec(c).expect("chunks serialise");
-        line.push(b'\n');
-        hasher.update(&line);
-        w.write_all(&line).at(&chunks_path)?;
+    for line in lines {
+        w.write_all(line).at(path)?;
     }
-    w.flush().at(&chunks_path)?;
-    Ok(hex(&hasher.finalize()))
+    w.flush().at(path)
 }
 
 /// The vector index of `chunks` in `dir`: vectors of text the live
@@ -339,48 +222,19 @@ fn embed(
     inputs: &BuildInputs,
     es: &EmbeddingSettings,
     embedder: &dyn Embedder,
-    (added, changed, removed): Changes,
+    changes: Changes,
     events: &mut dyn FnMut(BuildEvent),
 ) -> Result<VectorManifest> {
-    let (previous, vector_config) = (inputs.previous, inputs.vector_config);
-    let texts: Vec<String> = chunks.iter().map(embedding_text).collect();
-    let reusable = reusable_vectors(previous, es, embedder.dim());
-    let missing: Vec<usize> = (0..texts.len())
-        .filter(|&i| !reusable.contains_key(texts[i].as_str()))
-        .collect();
-    events(BuildEvent::Changes {
-        added,
-        changed,
-        removed,
-        reused: texts.len() - missing.len(),
-        to_embed: missing.len(),
-    });
-    let refs: Vec<&str> = missing.iter().map(|&i| texts[i].as_str()).collect();
-    let total = refs.len();
-    let step = (total / 50).max(1);
-    let fresh = if refs.is_empty() {
-        Vec::new()
-    } else {
-        embedder.embed_passages(&refs, &mut |done| {
-            if done % step == 0 || done == total {
-                events(BuildEvent::Embedding { done, total })
-            }
-        })?
+    let rows = match inputs.previous.and_then(|g| g.vector.as_ref()) {
+        Some(v) => v.rows()?,
+        None => Default::default(),
     };
-    let dim = embedder.dim();
-    let mut vectors = Vec::with_capacity(texts.len() * dim);
-    let mut fresh_rows = fresh.chunks_exact(dim);
-    for text in &texts {
-        match reusable.get(text.as_str()) {
-            Some(v) => vectors.extend_from_slice(v),
-            None => vectors.extend_from_slice(
-                fresh_rows
-                    .next()
-                    .ok_or_else(|| Error::Model("the embedder returned too few vectors".into()))?,
-            ),
-        }
-    }
-    let files = vector::build(dir, &vectors, embedder.dim(), vector_config)?;
+    let reusable = match inputs.previous {
+        Some(g) => reusable_vectors(&g.manifest, &g.chunks, &rows, es, embedder.dim()),
+        None => Default::default(),
+    };
+    let vectors = embed_missing(chunks, &reusable, embedder, changes, events)?;
+    let files = vector::build(dir, &vectors, embedder.dim(), inputs.vector_config)?;
     Ok(VectorManifest {
         model: es.model.clone(),
         model_sha256: es.model_sha256.clone(),

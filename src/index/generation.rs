@@ -1,31 +1,156 @@
 //! Opening a generation: the one `CURRENT` names, checked whole
-//! (manifest, chunk checksum, BM25 and vector files) before it is used.
+//! (manifest, chunk checksum, BM25 and vector files) before it is used;
+//! or the live one of a knowledge base in the shared database.
 
 use std::fs;
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
-use super::bm25::Bm25Index;
+use super::bm25::{self, Bm25Index, QueryTerms};
 use super::files::verify_files;
-use super::manifest::{Manifest, BM25_DIR, CHUNKS, CURRENT, FORMAT_VERSION, MANIFEST};
+use super::manifest::{
+    parse_chunks, parse_manifest, Manifest, BM25_DIR, CHUNKS, CURRENT, MANIFEST,
+};
+use super::pg::{self, Db, DbLexical, DbVectors};
 use super::vector::VectorIndex;
 use crate::chunk::Chunk;
+use crate::config::LexicalEngine;
 use crate::error::{Error, IoContext, Result};
 use crate::hash::hex;
 
 /// An open, immutable index generation.
 pub struct Generation {
-    /// Its folder.
+    /// Its folder (or, in the database, its table), for messages.
     pub dir: PathBuf,
     /// Its manifest.
     pub manifest: Manifest,
     /// All chunks; the position is the ordinal every index uses.
     pub chunks: Vec<Chunk>,
-    /// The BM25 index.
-    pub bm25: Bm25Index,
+    /// The lexical (BM25) index.
+    pub bm25: Lexical,
     /// The vector index, if the generation has one.
-    pub vector: Option<VectorIndex>,
+    pub vector: Option<Vectors>,
+}
+
+/// Where BM25 runs.
+pub enum Lexical {
+    /// A tantivy index: the generation's own files, or built in memory
+    /// from the database's chunk table.
+    Tantivy(Bm25Index),
+    /// The database's full-text index.
+    Database(DbLexical),
+}
+
+impl Lexical {
+    /// The `k` best chunks as (ordinal, BM25 score), best first, equal
+    /// scores in chunk order; `expand` turns glossary expansion on.
+    pub fn search(&self, query: &str, k: usize, expand: bool) -> Result<Vec<(usize, f32)>> {
+        match self {
+            Lexical::Tantivy(i) => i.search(query, k, expand),
+            Lexical::Database(i) => i.search(query, k, expand),
+        }
+    }
+
+    /// How the index turns a query into terms.
+    pub fn terms(&self) -> &QueryTerms {
+        match self {
+            Lexical::Tantivy(i) => i.terms(),
+            Lexical::Database(i) => i.terms(),
+        }
+    }
+}
+
+/// Where vectors are searched.
+pub enum Vectors {
+    /// The generation's HNSW files, in this process.
+    Local(VectorIndex),
+    /// pgvector, in the database.
+    Database(DbVectors),
+}
+
+impl Vectors {
+    /// The vectors' dimension.
+    pub fn dim(&self) -> usize {
+        match self {
+            Vectors::Local(v) => v.dim(),
+            Vectors::Database(v) => v.dim(),
+        }
+    }
+
+    /// How many vectors.
+    pub fn len(&self) -> usize {
+        match self {
+            Vectors::Local(v) => v.len(),
+            Vectors::Database(v) => v.len(),
+        }
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The `k` nearest chunks as (ordinal, cosine similarity), best first:
+    /// exact when `exact`, through the HNSW graph (`ef`) otherwise.
+    pub fn search(
+        &self,
+        query: &[f32],
+        k: usize,
+        ef: usize,
+        exact: bool,
+    ) -> Result<Vec<(usize, f32)>> {
+        match self {
+            Vectors::Local(v) if exact => Ok(v.search_exact(query, k)),
+            Vectors::Local(v) => Ok(v.search(query, k, ef)),
+            Vectors::Database(v) => v.search(query, k, ef, exact),
+        }
+    }
+
+    /// Every vector, in chunk order.
+    pub fn rows(&self) -> Result<std::borrow::Cow<'_, [f32]>> {
+        match self {
+            Vectors::Local(v) => Ok(std::borrow::Cow::Borrowed(v.rows())),
+            Vectors::Database(v) => Ok(std::borrow::Cow::Owned(v.all()?)),
+        }
+    }
+}
+
+/// Opens the live generation of knowledge base `kb` in the database, or
+/// `None` if it has never been indexed there. Chunks are checked against
+/// the manifest's checksum as on disk; BM25 runs as `lexical` says.
+pub fn open_db(db: &Db, kb: &str, lexical: LexicalEngine) -> Result<Option<Generation>> {
+    let Some(snap) = pg::open(db, kb)? else {
+        return Ok(None);
+    };
+    let dir = pg::location(db, kb, snap.id);
+    let chunks = parse_chunks(
+        &dir,
+        &snap.manifest,
+        snap.lines.iter().map(|l| l.as_bytes()),
+    )?;
+    let (kind, synonyms) = (snap.manifest.settings.tokenizer, &snap.manifest.synonyms);
+    let bm25 = match lexical {
+        LexicalEngine::Tantivy => Lexical::Tantivy(bm25::build_in_ram(&chunks, kind, synonyms)?),
+        LexicalEngine::Fts => Lexical::Database(DbLexical::new(
+            db.clone(),
+            snap.id,
+            QueryTerms::new(kind, synonyms),
+            chunks.len(),
+        )),
+    };
+    let vector = snap
+        .manifest
+        .vector
+        .as_ref()
+        .map(|vm| Vectors::Database(DbVectors::new(db.clone(), snap.id, vm.dim, chunks.len())));
+    Ok(Some(Generation {
+        dir,
+        manifest: snap.manifest,
+        chunks,
+        bm25,
+        vector,
+    }))
 }
 
 /// The folder of the generation `CURRENT` names.
@@ -83,7 +208,7 @@ pub fn open(index_dir: &Path) -> Result<Generation> {
                     reason: format!("{} vectors for {} chunks", v.len(), chunks.len()),
                 });
             }
-            Some(v)
+            Some(Vectors::Local(v))
         }
         None => None,
     };
@@ -91,7 +216,7 @@ pub fn open(index_dir: &Path) -> Result<Generation> {
         dir,
         manifest,
         chunks,
-        bm25,
+        bm25: Lexical::Tantivy(bm25),
         vector,
     })
 }
@@ -108,59 +233,19 @@ fn read_manifest(dir: &Path) -> Result<Manifest> {
         }
         Err(e) => return Err(Error::io(&path, e)),
     };
-    // Check the format first, so an index from another version says so
-    // instead of failing on some renamed field.
-    let value: serde_json::Value =
-        serde_json::from_str(&text).map_err(|e| Error::CorruptIndex {
-            path: path.clone(),
-            reason: format!("the manifest is not valid JSON ({e})"),
-        })?;
-    let format = value.get("format").and_then(|v| v.as_u64());
-    if format != Some(u64::from(FORMAT_VERSION)) {
-        let writer = value
-            .get("kbqa_version")
-            .and_then(|v| v.as_str())
-            .unwrap_or("an unknown program");
-        return Err(Error::IncompatibleIndex {
-            path: dir.to_path_buf(),
-            reason: format!(
-                "it was written by {writer} in index format {}, and this kbqa {} reads format {FORMAT_VERSION}",
-                format.map_or("?".to_string(), |f| f.to_string()),
-                env!("CARGO_PKG_VERSION"),
-            ),
-        });
-    }
-    serde_json::from_value(value).map_err(|e| Error::CorruptIndex {
-        path,
-        reason: format!("the manifest is malformed ({e})"),
-    })
+    parse_manifest(&text, dir)
 }
 
 fn read_chunks(dir: &Path, manifest: &Manifest) -> Result<Vec<Chunk>> {
     let path = dir.join(CHUNKS);
     let bytes = fs::read(&path).at(&path)?;
-    let corrupt = |reason: String| Error::CorruptIndex {
-        path: path.clone(),
-        reason,
-    };
+    // The file whole first: a stray blank line is damage too.
     if hex(&Sha256::digest(&bytes)) != manifest.chunks_sha256 {
-        return Err(corrupt("its checksum does not match the manifest".into()));
+        return Err(Error::CorruptIndex {
+            path,
+            reason: "its checksum does not match the manifest".into(),
+        });
     }
-    let mut chunks = Vec::with_capacity(manifest.chunk_count);
-    for (i, line) in bytes.split(|&b| b == b'\n').enumerate() {
-        if line.is_empty() {
-            continue;
-        }
-        let chunk: Chunk =
-            serde_json::from_slice(line).map_err(|e| corrupt(format!("line {}: {e}", i + 1)))?;
-        chunks.push(chunk);
-    }
-    if chunks.len() != manifest.chunk_count {
-        return Err(corrupt(format!(
-            "{} chunks, the manifest says {}",
-            chunks.len(),
-            manifest.chunk_count
-        )));
-    }
-    Ok(chunks)
+    let lines = bytes.split(|&b| b == b'\n').filter(|l| !l.is_empty());
+    parse_chunks(&path, manifest, lines)
 }

@@ -3,13 +3,17 @@
 //! its files.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 
 use super::vector::VectorManifest;
-use crate::chunk::ChunkConfig;
+use crate::chunk::{Chunk, ChunkConfig};
 use crate::config::{Config, TokenizerKind};
 use crate::corpus::{Corpus, FileHash};
+use crate::error::{Error, Result};
+use crate::hash::hex;
 
 /// Bumped whenever the on-disk layout changes; other versions are refused.
 pub const FORMAT_VERSION: u32 = 3;
@@ -19,6 +23,70 @@ pub(super) const MANIFEST: &str = "manifest.json";
 pub(super) const CHUNKS: &str = "chunks.jsonl";
 pub(super) const BM25_DIR: &str = "bm25";
 pub(super) const TMP_PREFIX: &str = ".tmp-";
+
+/// Reads a manifest, checking its format first: an index written by
+/// another version says so instead of failing on some renamed field.
+/// `path` is the generation (a folder, or a database table) for messages.
+pub fn parse_manifest(text: &str, path: &Path) -> Result<Manifest> {
+    // Check the format first, so an index from another version says so
+    // instead of failing on some renamed field.
+    let value: serde_json::Value = serde_json::from_str(text).map_err(|e| Error::CorruptIndex {
+        path: path.join(MANIFEST),
+        reason: format!("the manifest is not valid JSON ({e})"),
+    })?;
+    let format = value.get("format").and_then(|v| v.as_u64());
+    if format != Some(u64::from(FORMAT_VERSION)) {
+        let writer = value
+            .get("kbqa_version")
+            .and_then(|v| v.as_str())
+            .unwrap_or("an unknown program");
+        return Err(Error::IncompatibleIndex {
+            path: path.to_path_buf(),
+            reason: format!(
+                "it was written by {writer} in index format {}, and this kbqa {} reads format {FORMAT_VERSION}",
+                format.map_or("?".to_string(), |f| f.to_string()),
+                env!("CARGO_PKG_VERSION"),
+            ),
+        });
+    }
+    serde_json::from_value(value).map_err(|e| Error::CorruptIndex {
+        path: path.join(MANIFEST),
+        reason: format!("the manifest is malformed ({e})"),
+    })
+}
+
+/// The chunks of `lines` (JSON, without their `\n`), checked against the
+/// manifest's count and checksum (over every line and its `\n`).
+pub(super) fn parse_chunks<'a>(
+    path: &Path,
+    manifest: &Manifest,
+    lines: impl Iterator<Item = &'a [u8]>,
+) -> Result<Vec<Chunk>> {
+    let corrupt = |reason: String| Error::CorruptIndex {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let mut hasher = Sha256::new();
+    let mut chunks = Vec::with_capacity(manifest.chunk_count);
+    for (i, line) in lines.enumerate() {
+        hasher.update(line);
+        hasher.update(b"\n");
+        let chunk: Chunk =
+            serde_json::from_slice(line).map_err(|e| corrupt(format!("line {}: {e}", i + 1)))?;
+        chunks.push(chunk);
+    }
+    if hex(&hasher.finalize()) != manifest.chunks_sha256 {
+        return Err(corrupt("its checksum does not match the manifest".into()));
+    }
+    if chunks.len() != manifest.chunk_count {
+        return Err(corrupt(format!(
+            "{} chunks, the manifest says {}",
+            chunks.len(),
+            manifest.chunk_count
+        )));
+    }
+    Ok(chunks)
+}
 
 /// What an index was built from and how: everything needed to decide whether
 /// it still matches the corpus and the settings.

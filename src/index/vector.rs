@@ -227,6 +227,11 @@ impl VectorIndex {
         self.vectors.is_empty()
     }
 
+    /// Every vector, in chunk order, `dim` numbers each.
+    pub fn rows(&self) -> &[f32] {
+        &self.vectors
+    }
+
     /// The vector of chunk `ord`.
     pub fn vector(&self, ord: usize) -> Option<&[f32]> {
         self.vectors.get(ord * self.dim..(ord + 1) * self.dim)

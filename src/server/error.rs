@@ -48,6 +48,9 @@ pub enum ApiError {
     /// The index cannot be used (missing, foreign, damaged, locked by
     /// `kbqa index`, or its corpus is unusable); an operator must act.
     IndexUnavailable(String),
+    /// The shared database of the `postgres` index backend is unreachable:
+    /// searches resume by themselves when it is back.
+    DatabaseUnavailable(String),
     /// A model is not available (unknown, not downloaded, damaged).
     ModelUnavailable(String),
     /// The answer did not finish within the deadline.
@@ -82,6 +85,7 @@ impl ApiError {
             ApiError::Unauthorized | ApiError::BadSignature(_) => StatusCode::UNAUTHORIZED,
             ApiError::Busy { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable(_)
+            | ApiError::DatabaseUnavailable(_)
             | ApiError::IndexUnavailable(_)
             | ApiError::ModelUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
@@ -105,6 +109,7 @@ impl ApiError {
             ApiError::Busy { .. } => "busy",
             ApiError::Unavailable(_) => "unavailable",
             ApiError::IndexUnavailable(_) => "index_unavailable",
+            ApiError::DatabaseUnavailable(_) => "database_unavailable",
             ApiError::ModelUnavailable(_) => "model_unavailable",
             ApiError::Timeout(_) => "deadline_exceeded",
             ApiError::BadGateway(_) => "upstream_error",
@@ -125,6 +130,10 @@ impl ApiError {
             | ApiError::UnknownKb(m)
             | ApiError::Forbidden(m)
             | ApiError::Internal(m) => m.clone(),
+            // Where the database is stays in the log.
+            ApiError::DatabaseUnavailable(_) => {
+                "the index's database cannot be reached; retry later".into()
+            }
             ApiError::NotFound(path) => format!("no route {path}"),
             ApiError::TooLarge(limit) => {
                 format!("the request body is larger than {limit} bytes")
@@ -157,6 +166,8 @@ impl ApiError {
             ApiError::Busy { retry_after } => Some(*retry_after),
             // Loading models or draining: soon.
             ApiError::Unavailable(_) => Some(1),
+            // The pool reconnects on the next request once it is back.
+            ApiError::DatabaseUnavailable(_) => Some(2),
             // Someone must rebuild the index or fetch a model: not soon.
             ApiError::IndexUnavailable(_) | ApiError::ModelUnavailable(_) => Some(30),
             ApiError::BadRequest(_)
@@ -186,6 +197,7 @@ impl ApiError {
             | ApiError::IndexUnavailable(_)
             | ApiError::ModelUnavailable(_) => tracing::error!(code, "{message}"),
             ApiError::Timeout(_) => tracing::warn!(code, "{message}"),
+            ApiError::DatabaseUnavailable(detail) => tracing::warn!(code, "{detail}"),
             ApiError::BadRequest(_)
             | ApiError::InvalidQuery(_)
             | ApiError::TooLarge(_)
@@ -224,6 +236,10 @@ impl From<Error> for ApiError {
             | Error::ModelFormat { .. }) => ApiError::ModelUnavailable(e.to_string()),
             // The model server behind us.
             e @ Error::Upstream { .. } => ApiError::BadGateway(e.to_string()),
+            // The shared index's database: back by itself, soon.
+            e @ Error::DatabaseUnreachable { .. } => ApiError::DatabaseUnavailable(e.to_string()),
+            // Ours, or an operator's (permissions, a foreign schema).
+            e @ Error::Database { .. } => ApiError::Internal(e.to_string()),
             // Ours.
             e @ (Error::Config(_)
             | Error::Model(_)

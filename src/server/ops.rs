@@ -13,8 +13,7 @@ use serde_json::{json, Value};
 
 use super::error::ApiError;
 use super::metrics::CONTENT_TYPE;
-use super::state::State;
-use crate::Kb;
+use super::state::{Reloaded, State};
 
 /// `GET /healthz`: the process is up (models may still be loading).
 pub(crate) async fn healthz() -> Json<Value> {
@@ -76,39 +75,11 @@ pub(crate) async fn reload(
     let query: ReloadQuery = serde_urlencoded::from_str(query.as_deref().unwrap_or(""))
         .map_err(|e| ApiError::BadRequest(format!("invalid query: {e}")))?;
     let name = query.kb.unwrap_or_else(|| state.config().kb.clone());
-    let config = state.kb_config(Some(&name))?.clone();
-    let _one_at_a_time = state.reload_guard().await;
-    // Its query embedder is the default knowledge base's.
-    let shared = state.engine()?.kb;
-    let opened = tokio::task::spawn_blocking(move || {
-        let kb = Kb::open_current(&config, &mut |_| {})?;
-        kb.share_embedder(&shared);
-        if kb.generation().manifest.vector.is_some() {
-            kb.embedder()?; // loaded before it goes live, not by a request
-        }
-        Ok::<_, crate::Error>(kb)
-    })
-    .await
-    .map_err(|e| ApiError::Internal(format!("reload failed: {e}")))?
-    // Whatever failed, the server keeps serving the live index: it is the
-    // new one that is unavailable.
-    .map_err(|e| {
-        ApiError::IndexUnavailable(format!(
-            "the new index cannot be opened, the live one stays: {e}"
-        ))
-    })?;
-    let generation = opened.generation().manifest.generation.clone();
-    let chunks = opened.generation().manifest.chunk_count;
-    let previous = state
-        .replace_kb(&name, opened)?
-        .map(|kb| kb.generation().manifest.generation.clone());
-    tracing::info!(
-        kb = %name,
-        from = previous.as_deref().unwrap_or("none"),
-        to = %generation,
+    let Reloaded {
+        generation,
+        previous,
         chunks,
-        "index reloaded"
-    );
+    } = state.reload(&name).await?;
     Ok(Json(json!({
         "kb": name,
         "reloaded": previous.as_deref() != Some(generation.as_str()),

@@ -34,6 +34,16 @@ pub struct Engine {
     pub llm: Arc<dyn Generator>,
 }
 
+/// What a reload did.
+pub(crate) struct Reloaded {
+    /// The generation now live.
+    pub generation: String,
+    /// The one it replaced, if the knowledge base was open.
+    pub previous: Option<String>,
+    /// Chunks in the new generation.
+    pub chunks: usize,
+}
+
 /// One knowledge base of the server.
 struct KbSlot {
     /// The configuration for it ([`Config::for_kb`]).
@@ -197,6 +207,60 @@ impl State {
         Ok(Engine { kb, ..default })
     }
 
+    /// Opens the generation `kbqa index` last made live for knowledge base
+    /// `name` and makes it the one new requests use. Requests running keep
+    /// the generation they started with; other knowledge bases are not
+    /// touched. On error the live generation stays. One reload at a time.
+    pub(crate) async fn reload(&self, name: &str) -> Result<Reloaded, ApiError> {
+        let config = self.kb_config(Some(name))?.clone();
+        let _one_at_a_time = self.reloading.lock().await;
+        // Its query embedder is the default knowledge base's.
+        let shared = self.engine()?.kb;
+        let opened = tokio::task::spawn_blocking(move || {
+            let kb = Kb::open_current(&config, &mut |_| {})?;
+            kb.share_embedder(&shared);
+            if kb.generation().manifest.vector.is_some() {
+                kb.embedder()?; // loaded before it goes live, not by a request
+            }
+            Ok::<_, crate::Error>(kb)
+        })
+        .await
+        .map_err(|e| ApiError::Internal(format!("reload failed: {e}")))?
+        .map_err(|e| match e {
+            // The database is down: retry later, the live generation stays.
+            e @ crate::Error::DatabaseUnreachable { .. } => ApiError::from(e),
+            // Whatever else failed, the server keeps serving the live
+            // index: it is the new one that is unavailable.
+            e => ApiError::IndexUnavailable(format!(
+                "the new index cannot be opened, the live one stays: {e}"
+            )),
+        })?;
+        let generation = opened.generation().manifest.generation.clone();
+        let chunks = opened.generation().manifest.chunk_count;
+        let previous = self
+            .replace_kb(name, opened)?
+            .map(|kb| kb.generation().manifest.generation.clone());
+        tracing::info!(
+            kb = %name,
+            from = previous.as_deref().unwrap_or("none"),
+            to = %generation,
+            chunks,
+            "index reloaded"
+        );
+        Ok(Reloaded {
+            generation,
+            previous,
+            chunks,
+        })
+    }
+
+    /// The generation knowledge base `name` serves, if it is open.
+    pub(crate) fn serving(&self, name: &str) -> Option<String> {
+        let kb = self.kbs.get(name)?.live()?;
+        let generation = kb.generation().manifest.generation.clone();
+        Some(generation)
+    }
+
     /// The chat model's name, once it is loaded.
     pub(crate) fn generator_name(&self) -> Option<String> {
         self.llm.get().map(|llm| llm.name())
@@ -228,11 +292,6 @@ impl State {
             "req-{:06x}",
             self.next_request.fetch_add(1, Ordering::Relaxed)
         )
-    }
-
-    /// Held while a reload runs: reloads happen one at a time.
-    pub(crate) async fn reload_guard(&self) -> tokio::sync::MutexGuard<'_, ()> {
-        self.reloading.lock().await
     }
 
     /// Whether the `/v1` routes need an API key.

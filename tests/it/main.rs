@@ -12,6 +12,7 @@ mod gguf;
 mod kbs;
 mod layers;
 mod models;
+mod postgres;
 mod redis_tls;
 mod reindex;
 mod remote;

@@ -57,7 +57,8 @@ fn search(s: &Scratch, query: &str, mode: &str) -> Vec<Value> {
 
 fn vectors_by_chunk(s: &Scratch) -> Vec<(String, String, Vec<f32>)> {
     let g = kbqa::index::open(&s.index_dir()).unwrap();
-    let v = g.vector.as_ref().unwrap();
+    let rows = g.vector.as_ref().unwrap().rows().unwrap();
+    let dim = g.vector.as_ref().unwrap().dim();
     g.chunks
         .iter()
         .enumerate()
@@ -65,7 +66,7 @@ fn vectors_by_chunk(s: &Scratch) -> Vec<(String, String, Vec<f32>)> {
             (
                 c.id.clone(),
                 c.source.clone(),
-                v.vector(i).unwrap().to_vec(),
+                rows[i * dim..(i + 1) * dim].to_vec(),
             )
         })
         .collect()

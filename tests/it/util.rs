@@ -57,6 +57,9 @@ impl Scratch {
             .arg(self.index_dir())
             .env_remove("KBQA_LOG")
             .env_remove("KBQA_TOKENIZER")
+            .env_remove("KBQA_INDEX_BACKEND")
+            .env_remove("KBQA_DATABASE_URL")
+            .env_remove("KBQA_DATABASE_LEXICAL")
             .env("KBQA_CONFIDENCE_THRESHOLD", "0");
         cmd
     }
@@ -167,6 +170,9 @@ pub fn shipped_index() -> &'static Path {
             .arg(dir.path())
             .arg("index")
             .env_remove("KBQA_TOKENIZER")
+            .env_remove("KBQA_INDEX_BACKEND")
+            .env_remove("KBQA_DATABASE_URL")
+            .env_remove("KBQA_DATABASE_LEXICAL")
             .output()
             .unwrap();
         assert!(
