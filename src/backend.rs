@@ -29,6 +29,7 @@ pub fn generator(
             &config.home,
             &config.python,
             config.answer.context,
+            config.models.keep_packed,
             events,
         )?),
         Backend::Openai => {

@@ -66,6 +66,7 @@ pub const ENV: &[(&str, &str)] = &[
     ("THREADS", "threads"),
     ("EMBEDDING_MODEL", "models.embedding"),
     ("GENERATOR_MODEL", "models.generator"),
+    ("KEEP_PACKED", "models.keep_packed"),
     ("MAX_NEW_TOKENS", "answer.max_new_tokens"),
     ("FOCUS", "answer.focus"),
     ("TRANSLATE", "answer.translate"),

@@ -267,6 +267,10 @@ pub struct ModelsConfig {
     /// The chat model that writes answers (`qwen2.5-coder-0.5b`,
     /// `smollm2-135m`, or a path to a GGUF file of arch qwen2 or llama).
     pub generator: String,
+    /// Keep the chat model's repacked weights in `<home>/cache` (about the
+    /// GGUF's size again): a fresh process then starts in a fraction of
+    /// the ~2 s repacking takes.
+    pub keep_packed: bool,
 }
 
 impl Default for ModelsConfig {
@@ -274,6 +278,7 @@ impl Default for ModelsConfig {
         ModelsConfig {
             embedding: DEFAULT_EMBEDDING_MODEL.to_string(),
             generator: DEFAULT_GENERATOR_MODEL.to_string(),
+            keep_packed: true,
         }
     }
 }

@@ -34,7 +34,7 @@ use super::packed::{Activations, PackedMatrix};
 use crate::error::{Error, Result};
 
 /// Architectures this forward pass implements.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Arch {
     /// `qwen2` (Qwen2, Qwen2.5).
     Qwen2,
@@ -43,7 +43,7 @@ pub enum Arch {
 }
 
 /// Shape and constants, from the file's metadata.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Hparams {
     /// The architecture.
     pub arch: Arch,
@@ -69,19 +69,19 @@ pub struct Hparams {
     pub vocab: usize,
 }
 
-struct Layer {
-    attn_norm: Vec<f32>,
-    q: PackedMatrix,
-    k: PackedMatrix,
-    v: PackedMatrix,
-    bias_q: Option<Vec<f32>>,
-    bias_k: Option<Vec<f32>>,
-    bias_v: Option<Vec<f32>>,
-    o: PackedMatrix,
-    ffn_norm: Vec<f32>,
-    gate: PackedMatrix,
-    up: PackedMatrix,
-    down: PackedMatrix,
+pub(super) struct Layer {
+    pub(super) attn_norm: Vec<f32>,
+    pub(super) q: PackedMatrix,
+    pub(super) k: PackedMatrix,
+    pub(super) v: PackedMatrix,
+    pub(super) bias_q: Option<Vec<f32>>,
+    pub(super) bias_k: Option<Vec<f32>>,
+    pub(super) bias_v: Option<Vec<f32>>,
+    pub(super) o: PackedMatrix,
+    pub(super) ffn_norm: Vec<f32>,
+    pub(super) gate: PackedMatrix,
+    pub(super) up: PackedMatrix,
+    pub(super) down: PackedMatrix,
 }
 
 /// The weights, ready to run.
@@ -89,13 +89,13 @@ pub struct Model {
     /// Shape and constants.
     pub hp: Hparams,
     /// The token embedding; also the output layer when `output` is `None`.
-    embedding: PackedMatrix,
-    layers: Vec<Layer>,
-    out_norm: Vec<f32>,
+    pub(super) embedding: PackedMatrix,
+    pub(super) layers: Vec<Layer>,
+    pub(super) out_norm: Vec<f32>,
     /// The output layer, when it differs from the embedding.
-    output: Option<PackedMatrix>,
+    pub(super) output: Option<PackedMatrix>,
     /// RoPE inverse frequencies, one per rotated pair.
-    inv_freq: Vec<f32>,
+    pub(super) inv_freq: Vec<f32>,
 }
 
 /// Consecutive rows of one forward pass that belong to one sequence:

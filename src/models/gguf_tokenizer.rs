@@ -48,7 +48,9 @@ fn format_err(path: &Path, reason: impl Into<String>) -> Error {
 impl GgufTokenizer {
     /// Reads the tokenizer from a GGUF file's metadata (the tensors are not read).
     pub fn from_gguf(path: &Path) -> Result<GgufTokenizer> {
-        let mut f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+        let f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+        // Buffered: the metadata is hundreds of thousands of small reads.
+        let mut f = std::io::BufReader::new(f);
         let content = Content::read(&mut f).map_err(|e| format_err(path, e.to_string()))?;
         Self::from_metadata(&content.metadata).map_err(|reason| format_err(path, reason))
     }

@@ -12,6 +12,7 @@ use std::time::Instant;
 use super::decoder::{self as model, KvCache, Model};
 use super::fetch::{self, FetchEvent};
 use super::gguf_tokenizer::GgufTokenizer;
+use super::packed_file;
 use super::sampling::{apply_gate, emittable, logprob, sample};
 use crate::engine::{
     ChatPrompt, Finish, FirstTokenGate, Generation, Generator, RefusalGate, SamplingParams,
@@ -53,22 +54,50 @@ pub struct Llm {
 
 /// The chat model `setting` names (a known name, fetched and verified on
 /// first use into `home`, or a GGUF path), loaded with `context` positions
-/// and its prompt-prefix cache kept under `home/cache`.
+/// and its prompt-prefix cache kept under `home/cache` (its repacked
+/// weights too, with `keep_packed`).
 pub fn load_named(
     setting: &str,
     home: &Path,
     python: &str,
     context: usize,
+    keep_packed: bool,
     events: &mut dyn FnMut(FetchEvent),
 ) -> Result<Llm> {
     let path = fetch::resolve(setting, home, python, events)?;
-    Ok(Llm::load(&path, context)?.with_prefix_dir(home.join("cache")))
+    let cache = home.join("cache");
+    let packed = keep_packed.then_some(cache.as_path());
+    Ok(Llm::load_with(&path, context, packed)?.with_prefix_dir(cache))
+}
+
+/// The model at `path`, from its packed copy in `packed_dir` when there
+/// is one; otherwise repacked from the GGUF and, with a `packed_dir`,
+/// saved there for the next process (a failure to save costs only time).
+fn load_model(path: &Path, packed_dir: Option<&Path>) -> Result<Model> {
+    let cached = packed_dir.and_then(|dir| packed_file::path_for(dir, path));
+    if let Some(model) = cached.as_deref().and_then(packed_file::read) {
+        return Ok(model);
+    }
+    let model = Model::load(path)?;
+    if let Some(file) = &cached {
+        if let Err(e) = packed_file::write(&model, file) {
+            tracing::warn!("cannot keep the packed weights in {}: {e}", file.display());
+        }
+    }
+    Ok(model)
 }
 
 impl Llm {
     /// Loads a GGUF chat model. `context` caps the positions per
     /// conversation (the KV cache size).
     pub fn load(path: &Path, context: usize) -> Result<Llm> {
+        Llm::load_with(path, context, None)
+    }
+
+    /// [`Llm::load`], keeping the repacked weights in `packed_dir` after
+    /// the first load and reading them from there after that
+    /// ([`super::packed_file`]).
+    pub fn load_with(path: &Path, context: usize, packed_dir: Option<&Path>) -> Result<Llm> {
         // The architecture first: an unsupported model is named as such,
         // not as a tokenizer or tensor problem.
         let (content, _) = model::read_content(path)?;
@@ -77,13 +106,14 @@ impl Llm {
             format: "GGUF",
             reason,
         })?;
-        drop(content);
-        let tokenizer = GgufTokenizer::from_gguf(path)?;
         let bad = |reason: String| Error::ModelFormat {
             path: path.to_path_buf(),
             format: "GGUF",
             reason,
         };
+        // The metadata once: it is 300,000 strings (vocabulary and merges).
+        let tokenizer = GgufTokenizer::from_metadata(&content.metadata).map_err(bad)?;
+        drop(content);
         let chat = match (
             tokenizer.token_id("<|im_start|>"),
             tokenizer.token_id("<|im_end|>"),
@@ -96,7 +126,7 @@ impl Llm {
                 ))
             }
         };
-        let model = Model::load(path)?;
+        let model = load_model(path, packed_dir)?;
         let context = context.min(model.hp.context).max(16);
         Ok(Llm {
             model,

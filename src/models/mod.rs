@@ -19,6 +19,7 @@ pub mod kv_cache;
 pub mod llm;
 mod ops;
 pub mod packed;
+mod packed_file;
 pub mod q4;
 mod sampling;
 pub mod xlmr_tokenizer;

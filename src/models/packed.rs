@@ -183,6 +183,42 @@ impl PackedMatrix {
         }))
     }
 
+    /// Its dimensions, layout and bytes, to write it to disk ([`super::packed_file`]).
+    pub(super) fn parts(&self) -> (usize, usize, Bits, &[u8], &[f16]) {
+        (self.rows, self.cols, self.bits, &self.data, &self.scales)
+    }
+
+    /// The data bytes of a `rows × cols` matrix of `bits` (`None`: a shape
+    /// the kernels do not take).
+    pub(super) fn data_len(rows: usize, cols: usize, bits: Bits) -> Option<usize> {
+        shape_error(rows, cols)
+            .is_none()
+            .then(|| rows * cols / CHUNK * bits.chunk_bytes())
+    }
+
+    /// The scales of a `rows × cols` matrix (one per 32-block).
+    pub(super) fn scales_len(rows: usize, cols: usize) -> Option<usize> {
+        shape_error(rows, cols).is_none().then(|| rows * cols / QK)
+    }
+
+    /// A matrix from [`PackedMatrix::parts`] read back; the caller checked
+    /// the lengths against [`PackedMatrix::data_len`] and `scales_len`.
+    pub(super) fn from_parts(
+        rows: usize,
+        cols: usize,
+        bits: Bits,
+        data: Vec<u8>,
+        scales: Vec<f16>,
+    ) -> PackedMatrix {
+        PackedMatrix {
+            rows,
+            cols,
+            bits,
+            data,
+            scales,
+        }
+    }
+
     /// From f32 values (any other format, dequantised): 8 bits per weight,
     /// symmetric per 32-block.
     pub fn from_f32(rows: usize, cols: usize, values: &[f32]) -> Result<PackedMatrix, String> {

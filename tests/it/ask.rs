@@ -35,6 +35,7 @@ fn kb_and_llm() -> &'static (Kb, Llm) {
             &c.home,
             &c.python,
             c.answer.context,
+            c.models.keep_packed,
             &mut |_| {},
         )
         .expect("load the default model");
@@ -678,6 +679,59 @@ fn smollm2_runs_on_the_llama_path() {
         .unwrap();
     assert!(g.text.contains("Paris"), "{g:?}");
     assert_eq!(g.finish, kbqa::engine::Finish::Stop);
+}
+
+#[test]
+fn packed_weights_kept_on_disk_answer_exactly_as_the_gguf_and_a_damaged_copy_is_repacked() {
+    let path = kbqa::models::fetch::ensure(
+        &kbqa::models::fetch::SMOLLM2_135M,
+        &model_home(),
+        "python3",
+        &mut |_| {},
+    )
+    .unwrap();
+    let s = Scratch::new();
+    let dir = s.path("cache");
+    let reply = |llm: &Llm| {
+        let (prefix, rest) = llm
+            .chat_prompt("You are a helpful assistant.", &[], "Name three colours.")
+            .unwrap();
+        let params = kbqa::engine::SamplingParams {
+            max_new_tokens: 24,
+            ..Default::default()
+        };
+        let g = llm
+            .generate_tokens(&prefix, &rest, &params, &mut |_| true)
+            .unwrap();
+        (g.text, g.token_logprobs)
+    };
+    let reference = reply(&Llm::load(&path, 512).unwrap());
+    // The first load packs the GGUF and keeps the result; the second reads it.
+    let first = Llm::load_with(&path, 512, Some(&dir)).unwrap();
+    let files: Vec<_> = std::fs::read_dir(&dir).unwrap().flatten().collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    let packed = files[0].path();
+    let size = std::fs::metadata(&packed).unwrap().len();
+    assert!(size > 50_000_000, "{size} bytes");
+    assert_eq!(reply(&first), reference);
+    drop(first);
+    assert_eq!(
+        reply(&Llm::load_with(&path, 512, Some(&dir)).unwrap()),
+        reference
+    );
+    // A truncated copy is not used: the GGUF is packed again, and the copy
+    // rewritten whole.
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&packed)
+        .unwrap();
+    f.set_len(size / 2).unwrap();
+    drop(f);
+    assert_eq!(
+        reply(&Llm::load_with(&path, 512, Some(&dir)).unwrap()),
+        reference
+    );
+    assert_eq!(std::fs::metadata(&packed).unwrap().len(), size);
 }
 
 #[test]
