@@ -202,11 +202,6 @@ impl Bm25Index {
         self.num_docs
     }
 
-    /// How this index turns a query into terms.
-    pub fn terms(&self) -> &QueryTerms {
-        &self.terms
-    }
-
     /// The `k` best chunks as (chunk ordinal, BM25 score), best first, equal
     /// scores in chunk order; `expand` turns glossary expansion on.
     ///

@@ -51,14 +51,6 @@ impl Lexical {
             Lexical::Database(i) => i.search(query, k, expand),
         }
     }
-
-    /// How the index turns a query into terms.
-    pub fn terms(&self) -> &QueryTerms {
-        match self {
-            Lexical::Tantivy(i) => i.terms(),
-            Lexical::Database(i) => i.terms(),
-        }
-    }
 }
 
 /// Where vectors are searched.

@@ -232,11 +232,6 @@ impl VectorIndex {
         &self.vectors
     }
 
-    /// The vector of chunk `ord`.
-    pub fn vector(&self, ord: usize) -> Option<&[f32]> {
-        self.vectors.get(ord * self.dim..(ord + 1) * self.dim)
-    }
-
     /// The `k` nearest chunks as (ordinal, cosine), best first, by HNSW
     /// with beam `ef` (or exactly, when there is no graph).
     pub fn search(&self, query: &[f32], k: usize, ef: usize) -> Vec<(usize, f32)> {
@@ -331,7 +326,7 @@ mod tests {
         }
         let recall = found as f64 / 500.0;
         assert!(recall >= 0.95, "recall@10 {recall}");
-        assert_eq!(index.vector(5).unwrap(), &vectors[5 * dim..6 * dim]);
+        assert_eq!(&index.rows()[5 * dim..6 * dim], &vectors[5 * dim..6 * dim]);
     }
 
     #[test]

@@ -124,14 +124,16 @@ fn write_corpus(s: &Scratch) {
     );
 }
 
+/// `kbqa` on `s/kb` with its index in the database.
+fn kbqa(s: &Scratch, pg: &Pg) -> Command {
+    let mut cmd = s.command(&s.path("kb"));
+    cmd.envs(pg.env());
+    cmd
+}
+
 /// `kbqa index` of `s/kb` into the database.
 fn index(s: &Scratch, pg: &Pg, extra: &[&str]) -> std::process::Output {
-    let mut cmd = s.command(&s.path("kb"));
-    cmd.arg("index").args(extra);
-    for (k, v) in pg.env() {
-        cmd.env(k, v);
-    }
-    cmd.output().unwrap()
+    kbqa(s, pg).arg("index").args(extra).output().unwrap()
 }
 
 /// A replica: `kbqa serve` on the database, with no corpus and its own
@@ -293,13 +295,12 @@ fn a_reindex_under_load_fails_no_request_and_both_replicas_switch() {
         "kb/gamma.md",
         "# Gamma\n\n## Inference\n\nServing is cheaper.\n",
     );
-    let mut cmd = s.command(&s.path("kb"));
-    cmd.arg("index")
-        .env("KBQA_DATABASE_KEEP_REPLACED_SECS", "0");
-    for (k, v) in pg.env() {
-        cmd.env(k, v);
-    }
-    assert!(cmd.output().unwrap().status.success());
+    let out = kbqa(&s, &pg)
+        .arg("index")
+        .env("KBQA_DATABASE_KEEP_REPLACED_SECS", "0")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
     let generations: i64 = pg
         .client()
         .query_one("SELECT count(*) FROM kbqa_generations", &[])
@@ -339,12 +340,8 @@ fn an_indexer_killed_inside_its_transaction_leaves_the_old_generation_serving() 
         "kb/delta.md",
         "# Delta\n\n## New\n\nNEWWORD appears only in the killed build.\n",
     );
-    let mut cmd = s.command(&s.path("kb"));
-    cmd.arg("index");
-    for (k, v) in pg.env() {
-        cmd.env(k, v);
-    }
-    let mut indexer = cmd
+    let mut indexer = kbqa(&s, &pg)
+        .arg("index")
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -491,13 +488,11 @@ fn bm25_in_the_database_ranks_first_what_tantivy_ranks_first() {
     );
     assert!(index(&s, &pg, &[]).status.success());
     let search = |lexical: &str, query: &str| -> Value {
-        let mut cmd = s.command(&s.path("kb"));
-        cmd.args(["search", "--json", "--mode", "bm25", "-k", "3", query])
-            .env("KBQA_DATABASE_LEXICAL", lexical);
-        for (k, v) in pg.env() {
-            cmd.env(k, v);
-        }
-        let out = cmd.output().unwrap();
+        let out = kbqa(&s, &pg)
+            .args(["search", "--json", "--mode", "bm25", "-k", "3", query])
+            .env("KBQA_DATABASE_LEXICAL", lexical)
+            .output()
+            .unwrap();
         assert!(
             out.status.success(),
             "{}",

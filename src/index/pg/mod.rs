@@ -26,7 +26,5 @@ mod read;
 mod write;
 
 pub use self::db::{Db, CHANNEL};
-pub use self::read::{
-    live_generation, live_manifest, location, open, DbLexical, DbVectors, Snapshot,
-};
+pub use self::read::{live_generation, live_manifest, location, open, DbLexical, DbVectors};
 pub use self::write::build;

@@ -229,11 +229,6 @@ impl DbLexical {
         }
     }
 
-    /// How this index turns a query into terms.
-    pub fn terms(&self) -> &QueryTerms {
-        &self.terms
-    }
-
     /// The `k` best chunks as (ordinal, score), best first, equal scores
     /// in chunk order.
     pub fn search(&self, query: &str, k: usize, expand: bool) -> Result<Vec<(usize, f32)>> {
