@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::config::{Backend, Config, EmbedderConfig};
-use crate::engine::{Embedder, Generator, RecentQueries};
+use crate::engine::{Embedder, Generator, RecentVectors};
 use crate::error::Result;
 use crate::models::embedder::E5Embedder;
 use crate::models::fetch::{self, FetchEvent};
@@ -89,20 +89,40 @@ impl EmbeddingModel {
             Some(spec) => spec.sha256.to_string(),
             None => crate::hash::sha256_file(&path)?,
         };
-        Ok(Some(EmbeddingModel {
+        Ok(Some(Self::file(name, sha256, path)))
+    }
+
+    /// The configured embedding model when it is a known one, already
+    /// fetched and verified ([`fetch::ready`]): loadable at once, with no
+    /// download and no checksum, so a front end can load it while the index
+    /// opens. `None` otherwise (a server, no vectors, a file of the user's,
+    /// or a first run: [`Self::resolve`] then does the work, with progress).
+    pub fn ready(config: &Config) -> Option<Self> {
+        if config.embedder.backend == Backend::Openai {
+            return None;
+        }
+        // A known model only: a file of the user's is identified by hashing it.
+        let spec = fetch::spec(config.models.embedding.trim())?;
+        let path = fetch::ready(spec.name, &config.home)?;
+        Some(Self::file(spec.name, spec.sha256.to_string(), path))
+    }
+
+    fn file(name: &str, sha256: String, path: PathBuf) -> Self {
+        EmbeddingModel {
             name: name.to_string(),
             sha256,
             source: Source::File(path),
-        }))
+        }
     }
 
     /// Loads it (or connects to its server), remembering recent queries
-    /// ([`RecentQueries`]).
+    /// ([`RecentVectors`]).
     pub fn load(&self) -> Result<Arc<dyn Embedder>> {
+        let _span = tracing::debug_span!("load_embedder").entered();
         let inner: Arc<dyn Embedder> = match &self.source {
             Source::File(path) => Arc::new(E5Embedder::load(path)?),
             Source::Server(config) => Arc::new(OpenAiEmbedder::connect(config)?),
         };
-        Ok(Arc::new(RecentQueries::new(inner)))
+        Ok(Arc::new(RecentVectors::new(inner)))
     }
 }

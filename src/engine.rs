@@ -7,12 +7,12 @@
 //! OpenAI protocol). Both implement them; `crate::backend` picks one from
 //! the config.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 /// Something that embeds queries and passages into unit vectors.
 pub trait Embedder: Send + Sync {
@@ -25,30 +25,50 @@ pub trait Embedder: Send + Sync {
     fn embed_passages(&self, texts: &[&str], progress: &mut dyn FnMut(usize)) -> Result<Vec<f32>>;
 }
 
-/// An embedder that remembers the vectors of its last few queries. One
-/// question is embedded for the search and again to choose the
-/// sentences the model is shown (and a client may ask the same question
-/// twice); with this it is computed once. Passages are never remembered.
-pub struct RecentQueries {
+/// An embedder that remembers recent vectors. One question is embedded
+/// for the search and again to choose the sentences the model is shown
+/// (and a client may ask the same question twice): its last [`Self::KEEP`]
+/// queries are computed once. Choosing sentences also embeds every
+/// sentence of the passages found, and a server's questions keep finding
+/// the same passages: up to [`Self::KEEP_PASSAGES`] passage texts are
+/// remembered too, so a warm `kbqa serve` embeds only sentences it has not
+/// met. An embedding depends on its text alone, so a remembered vector is
+/// the one that would be computed.
+pub struct RecentVectors {
     inner: Arc<dyn Embedder>,
     recent: Mutex<VecDeque<(String, Vec<f32>)>>,
+    passages: Mutex<Passages>,
 }
 
-impl RecentQueries {
+/// Passage vectors by text, the oldest forgotten first.
+#[derive(Default)]
+struct Passages {
+    vectors: HashMap<String, Arc<[f32]>>,
+    order: VecDeque<String>,
+}
+
+impl RecentVectors {
     /// How many queries are remembered: a question, its translation and a
     /// few concurrent requests' questions.
     pub const KEEP: usize = 8;
+    /// How many passage texts are remembered: the sentences of a few
+    /// hundred passages (about 1.6 KB each, for 384 dimensions).
+    pub const KEEP_PASSAGES: usize = 8192;
+    /// Calls with more passages than this are not remembered: they are an
+    /// index build's chunks, not the sentences of a question's passages.
+    pub const REMEMBER_UP_TO: usize = 512;
 
-    /// `inner`, remembering its queries.
-    pub fn new(inner: Arc<dyn Embedder>) -> RecentQueries {
-        RecentQueries {
+    /// `inner`, remembering its vectors.
+    pub fn new(inner: Arc<dyn Embedder>) -> RecentVectors {
+        RecentVectors {
             inner,
             recent: Mutex::new(VecDeque::with_capacity(Self::KEEP)),
+            passages: Mutex::new(Passages::default()),
         }
     }
 }
 
-impl Embedder for RecentQueries {
+impl Embedder for RecentVectors {
     fn dim(&self) -> usize {
         self.inner.dim()
     }
@@ -74,7 +94,73 @@ impl Embedder for RecentQueries {
     }
 
     fn embed_passages(&self, texts: &[&str], progress: &mut dyn FnMut(usize)) -> Result<Vec<f32>> {
-        self.inner.embed_passages(texts, progress)
+        if texts.len() > Self::REMEMBER_UP_TO {
+            // An index build's chunks: not asked for again.
+            return self.inner.embed_passages(texts, progress);
+        }
+        let known: Vec<Option<Arc<[f32]>>> = {
+            let p = self.passages.lock().unwrap_or_else(|e| e.into_inner());
+            texts.iter().map(|t| p.vectors.get(*t).cloned()).collect()
+        };
+        let missing: Vec<&str> = texts
+            .iter()
+            .zip(&known)
+            .filter(|(_, k)| k.is_none())
+            .map(|(t, _)| *t)
+            .collect();
+        let remembered = texts.len() - missing.len();
+        tracing::debug!(remembered, computed = missing.len(), "passage vectors");
+        // Computed outside the lock, as queries are.
+        let fresh = if missing.is_empty() {
+            progress(texts.len());
+            Vec::new()
+        } else {
+            self.inner
+                .embed_passages(&missing, &mut |done| progress(remembered + done))?
+        };
+        let dim = self.dim();
+        let out = fill_in(&known, |k| k.as_deref(), &fresh, dim)?;
+        let mut p = self.passages.lock().unwrap_or_else(|e| e.into_inner());
+        for (text, v) in missing.iter().zip(fresh.chunks_exact(dim)) {
+            p.remember(text, v.into());
+        }
+        Ok(out)
+    }
+}
+
+/// The vectors of `items` in order: `known(item)` where it has one, else
+/// the next row of `fresh` (the others' vectors, computed in order).
+pub fn fill_in<'a, T>(
+    items: &'a [T],
+    known: impl Fn(&'a T) -> Option<&'a [f32]>,
+    fresh: &[f32],
+    dim: usize,
+) -> Result<Vec<f32>> {
+    let mut rows = fresh.chunks_exact(dim);
+    let mut out = Vec::with_capacity(items.len() * dim);
+    for item in items {
+        let v = match known(item) {
+            Some(v) => v,
+            None => rows
+                .next()
+                .ok_or_else(|| Error::Model("the embedder returned too few vectors".into()))?,
+        };
+        out.extend_from_slice(v);
+    }
+    Ok(out)
+}
+
+impl Passages {
+    fn remember(&mut self, text: &str, v: Arc<[f32]>) {
+        if self.vectors.insert(text.to_string(), v).is_some() {
+            return;
+        }
+        self.order.push_back(text.to_string());
+        if self.order.len() > RecentVectors::KEEP_PASSAGES {
+            if let Some(old) = self.order.pop_front() {
+                self.vectors.remove(&old);
+            }
+        }
     }
 }
 
@@ -246,8 +332,8 @@ mod tests {
 
     use super::*;
 
-    /// Counts the queries it really embeds.
-    struct Counting(AtomicUsize);
+    /// Counts the queries and the passages it really embeds.
+    struct Counting(AtomicUsize, AtomicUsize);
 
     impl Embedder for Counting {
         fn dim(&self) -> usize {
@@ -258,29 +344,59 @@ mod tests {
             Ok(vec![query.len() as f32])
         }
         fn embed_passages(&self, texts: &[&str], _: &mut dyn FnMut(usize)) -> Result<Vec<f32>> {
+            self.1.fetch_add(texts.len(), Ordering::SeqCst);
             Ok(texts.iter().map(|t| t.len() as f32).collect())
         }
     }
 
     #[test]
     fn a_recent_query_is_embedded_once_and_old_ones_are_forgotten() {
-        let inner = Arc::new(Counting(AtomicUsize::new(0)));
-        let e = RecentQueries::new(inner.clone());
+        let inner = Arc::new(Counting(AtomicUsize::new(0), AtomicUsize::new(0)));
+        let e = RecentVectors::new(inner.clone());
         let calls = || inner.0.load(Ordering::SeqCst);
         assert_eq!(e.embed_query("什么是RLHF？").unwrap(), vec![16.0]);
         assert_eq!(e.embed_query("什么是RLHF？").unwrap(), vec![16.0]);
         assert_eq!(calls(), 1);
-        for i in 0..RecentQueries::KEEP {
+        for i in 0..RecentVectors::KEEP {
             e.embed_query(&format!("q{i}")).unwrap();
         }
-        assert_eq!(calls(), 1 + RecentQueries::KEEP);
+        assert_eq!(calls(), 1 + RecentVectors::KEEP);
         e.embed_query("什么是RLHF？").unwrap();
         assert_eq!(
             calls(),
-            2 + RecentQueries::KEEP,
+            2 + RecentVectors::KEEP,
             "forgotten after KEEP others"
         );
         e.embed_passages(&["a", "a"], &mut |_| {}).unwrap();
-        assert_eq!(calls(), 2 + RecentQueries::KEEP, "passages are not queries");
+        assert_eq!(calls(), 2 + RecentVectors::KEEP, "passages are not queries");
+    }
+
+    #[test]
+    fn passages_met_before_are_not_embedded_again_and_keep_their_order() {
+        let inner = Arc::new(Counting(AtomicUsize::new(0), AtomicUsize::new(0)));
+        let e = RecentVectors::new(inner.clone());
+        let passages = || inner.1.load(Ordering::SeqCst);
+        assert_eq!(
+            e.embed_passages(&["ab", "abc"], &mut |_| {}).unwrap(),
+            vec![2.0, 3.0]
+        );
+        assert_eq!(passages(), 2);
+        // One new text among known ones: only it is computed, and every
+        // vector is in its text's place.
+        assert_eq!(
+            e.embed_passages(&["abc", "a", "ab"], &mut |_| {}).unwrap(),
+            vec![3.0, 1.0, 2.0]
+        );
+        assert_eq!(passages(), 3);
+        for i in 0..RecentVectors::KEEP_PASSAGES {
+            e.embed_passages(&[&format!("p{i}")], &mut |_| {}).unwrap();
+        }
+        let before = passages();
+        e.embed_passages(&["ab"], &mut |_| {}).unwrap();
+        assert_eq!(
+            passages(),
+            before + 1,
+            "forgotten after KEEP_PASSAGES others"
+        );
     }
 }

@@ -10,6 +10,7 @@ use crate::error::{Error, Result};
 use crate::index::{self, BuildEvent, Freshness, Generation, IndexSettings, Manifest, Store};
 use crate::models::fetch::FetchEvent;
 use crate::retrieve::{self, Query, SearchHit, SearchMode};
+use crate::text::Lang;
 
 /// What happened while opening a knowledge base, for a front end to report.
 #[derive(Debug, Clone)]
@@ -53,7 +54,8 @@ impl Inputs {
         live_skipped: &[FileHash],
         events: &mut dyn FnMut(OpenEvent),
     ) -> Result<Inputs> {
-        let corpus = Corpus::load_allowing(&config.corpus, config.skip_bad, live_skipped)?;
+        let corpus = tracing::debug_span!("read_corpus")
+            .in_scope(|| Corpus::load_allowing(&config.corpus, config.skip_bad, live_skipped))?;
         if !config.skip_bad && !corpus.skipped.is_empty() {
             events(OpenEvent::SkippedAgain(
                 corpus.skipped.iter().map(|b| b.to_string()).collect(),
@@ -107,6 +109,8 @@ pub struct Kb {
     vector: VectorConfig,
     model: Option<EmbeddingModel>,
     embedder: OnceLock<Arc<dyn Embedder>>,
+    /// Found on first use: it reads every passage, so not once per question.
+    main_language: OnceLock<Lang>,
     /// Held while the embedder loads, so concurrent first searches load it once.
     loading: std::sync::Mutex<()>,
 }
@@ -128,6 +132,7 @@ impl Kb {
             vector: config.vector.clone(),
             model,
             embedder: cell,
+            main_language: OnceLock::new(),
             loading: std::sync::Mutex::new(()),
         }
     }
@@ -138,6 +143,7 @@ impl Kb {
     /// With the `postgres` backend the live generation is served as it is
     /// (see below).
     pub fn open(config: &Config, events: &mut dyn FnMut(OpenEvent)) -> Result<Kb> {
+        let _span = tracing::debug_span!("open_kb").entered();
         let store = Store::for_config(config)?;
         // A shared index is the indexer's to keep up to date (`kbqa index`):
         // a reader serves its live generation as it is, and builds one
@@ -158,7 +164,7 @@ impl Kb {
             events(OpenEvent::CorpusMissing);
             return Kb::current(generation, config, events);
         }
-        let live = store.open();
+        let live = tracing::debug_span!("open_index").in_scope(|| store.open());
         let live_skipped = match &live {
             Ok(g) => g.manifest.skipped_files.clone(),
             // A damaged generation may still say which files it skipped.
@@ -237,11 +243,20 @@ impl Kb {
     /// Uses `other`'s query embedder when it is the same model, so a
     /// reloaded knowledge base does not load the model again.
     pub fn share_embedder(&self, other: &Kb) {
-        let identity = |kb: &Kb| kb.model.as_ref().map(|m| m.sha256.clone());
-        if identity(self).is_some() && identity(self) == identity(other) {
-            if let Some(e) = other.embedder.get() {
-                let _ = self.embedder.set(e.clone());
-            }
+        if let (Some(model), Some(e)) = (&other.model, other.embedder.get()) {
+            self.adopt_embedder(model, e.clone());
+        }
+    }
+
+    /// Uses `embedder`, loaded elsewhere from `model` (e.g. while the index
+    /// opened), if this knowledge base's vectors come from that model.
+    pub fn adopt_embedder(&self, model: &EmbeddingModel, embedder: Arc<dyn Embedder>) {
+        if self
+            .model
+            .as_ref()
+            .is_some_and(|m| m.sha256 == model.sha256)
+        {
+            let _ = self.embedder.set(embedder);
         }
     }
 
@@ -319,6 +334,23 @@ impl Kb {
     /// The open generation (manifest, chunks, indexes).
     pub fn generation(&self) -> &Generation {
         &self.generation
+    }
+
+    /// The language most of its passages are written in (glossary entries
+    /// hold both, and count for the one they have more of).
+    pub fn main_language(&self) -> Lang {
+        *self.main_language.get_or_init(|| {
+            let chunks = &self.generation.chunks;
+            let zh = chunks
+                .iter()
+                .filter(|c| Lang::detect(&c.text) == Lang::Zh)
+                .count();
+            if zh * 2 >= chunks.len() && zh > 0 {
+                Lang::Zh
+            } else {
+                Lang::En
+            }
+        })
     }
 }
 

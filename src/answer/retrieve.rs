@@ -27,18 +27,9 @@ use crate::retrieve::{Query, SearchHit, SearchMode};
 use crate::text::Lang;
 
 /// The language most of the knowledge base's passages are written in
-/// (glossary entries hold both, and count for the one they have more of).
+/// ([`Kb::main_language`]).
 pub fn main_language(kb: &Kb) -> Lang {
-    let chunks = &kb.generation().chunks;
-    let zh = chunks
-        .iter()
-        .filter(|c| Lang::detect(&c.text) == Lang::Zh)
-        .count();
-    if zh * 2 >= chunks.len() && zh > 0 {
-        Lang::Zh
-    } else {
-        Lang::En
-    }
+    kb.main_language()
 }
 
 /// The question's translation into the knowledge base's main language

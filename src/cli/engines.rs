@@ -3,9 +3,11 @@
 
 use std::sync::Arc;
 
+use kbqa::backend::EmbeddingModel;
 use kbqa::config::Backend;
 use kbqa::engine::Generator;
 use kbqa::kb::OpenEvent;
+use kbqa::models::fetch;
 use kbqa::{Config, Kb};
 
 use super::progress::Bars;
@@ -44,21 +46,74 @@ pub fn load_llm(config: &Config) -> anyhow::Result<Arc<dyn Generator>> {
     let mut bars = Bars::on_stderr();
     let llm = kbqa::backend::generator(config, &mut |e| bars.fetch_event(e))?;
     bars.finish();
+    loaded(config, start);
+    Ok(llm)
+}
+
+fn loaded(config: &Config, start: std::time::Instant) {
     eprintln!(
         "kbqa: {} loaded in {:.1} s",
         config.models.generator,
         start.elapsed().as_secs_f64()
     );
-    Ok(llm)
 }
 
-/// [`load_llm`], with the query embedder loaded beside it on the other
-/// core: a fresh process needs both before its first answer, and neither
-/// waits for the other.
-pub fn load_llm_and_embedder(config: &Config, kb: &Kb) -> anyhow::Result<Arc<dyn Generator>> {
+fn joined<T>(handle: std::thread::ScopedJoinHandle<'_, T>, what: &str) -> anyhow::Result<T> {
+    handle
+        .join()
+        .map_err(|_| anyhow::anyhow!("loading {what} panicked"))
+}
+
+/// The knowledge base and the chat model, for a command that answers.
+///
+/// A fresh process needs the index, the chat model and the query embedder
+/// before its first answer. When both models are already on disk (every
+/// run after the first), all three load at once: the embedder (its
+/// tokenizer takes longest) beside the index and the chat model. (Should
+/// the index need rebuilding then, its build loads an embedder of its own
+/// and this one is dropped: a rare case, paid in time only.) Otherwise (a
+/// download to show) the index opens first, then the chat model loads
+/// beside the embedder, so that progress bars do not interleave.
+pub fn open_with_models(config: &Config) -> anyhow::Result<(Kb, Arc<dyn Generator>)> {
+    let generator_ready = match config.generator.backend {
+        Backend::Local => fetch::ready(&config.models.generator, &config.home).is_some(),
+        Backend::Openai => true,
+    };
+    let embedder = generator_ready
+        .then(|| EmbeddingModel::ready(config))
+        .flatten();
+    let Some(model) = embedder else {
+        let kb = open(config)?;
+        let llm = std::thread::scope(|s| {
+            // A failure here is met again, and reported, by the first search.
+            s.spawn(|| kb.embedder().ok());
+            load_llm(config)
+        })?;
+        return Ok((kb, llm));
+    };
+    let start = std::time::Instant::now();
     std::thread::scope(|s| {
+        let embedder = s.spawn(|| model.load());
+        let llm = s.spawn(|| kbqa::backend::generator(config, &mut |_| {}));
+        let kb = open(config);
+        let (llm, embedder) = (
+            joined(llm, "the chat model"),
+            joined(embedder, "the embedder"),
+        );
+        // The index's error first: it is the one a user acts on.
+        let (kb, llm) = (kb?, llm??);
+        match config.generator.backend {
+            Backend::Local => loaded(config, start),
+            Backend::Openai => eprintln!(
+                "kbqa: generating with {} at {}",
+                llm.name(),
+                config.generator.openai.url
+            ),
+        }
         // A failure here is met again, and reported, by the first search.
-        s.spawn(|| kb.embedder().ok());
-        load_llm(config)
+        if let Ok(e) = embedder? {
+            kb.adopt_embedder(&model, e);
+        }
+        Ok((kb, llm))
     })
 }

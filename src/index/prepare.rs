@@ -13,8 +13,8 @@ use super::manifest::{BuildEvent, EmbeddingSettings, IndexSettings, Manifest, FO
 use crate::chunk::{chunk_corpus_with, Chunk};
 use crate::config::VectorConfig;
 use crate::corpus::Corpus;
-use crate::engine::Embedder;
-use crate::error::{Error, Result};
+use crate::engine::{fill_in, Embedder};
+use crate::error::Result;
 use crate::hash::hex;
 
 /// How a build makes its vectors.
@@ -203,18 +203,10 @@ pub fn embed_missing(
             }
         })?
     };
-    let dim = embedder.dim();
-    let mut vectors = Vec::with_capacity(texts.len() * dim);
-    let mut fresh_rows = fresh.chunks_exact(dim);
-    for text in &texts {
-        match reusable.get(text.as_str()) {
-            Some(v) => vectors.extend_from_slice(v),
-            None => vectors.extend_from_slice(
-                fresh_rows
-                    .next()
-                    .ok_or_else(|| Error::Model("the embedder returned too few vectors".into()))?,
-            ),
-        }
-    }
-    Ok(vectors)
+    fill_in(
+        &texts,
+        |text| reusable.get(text.as_str()).copied(),
+        &fresh,
+        embedder.dim(),
+    )
 }

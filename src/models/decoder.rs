@@ -28,6 +28,7 @@ use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::Device;
 use rayon::prelude::*;
 
+use super::attention::{attention, Cached, Heads, Queries};
 pub use super::kv_cache::KvCache;
 use super::ops::{add_bias, dot, rms_norm};
 use super::packed::{Activations, PackedMatrix};
@@ -543,13 +544,22 @@ impl Model {
                 &s.v[rows.start * kv..rows.end * kv],
             );
             let (keys, values) = cache.layer(l);
-            self.attention(
-                &s.q[rows.start * d..rows.end * d],
-                keys,
-                values,
-                cache.capacity(),
-                r.p0,
-                r.t,
+            attention(
+                Heads {
+                    heads: hp.heads,
+                    kv_heads: hp.kv_heads,
+                    dim: hp.head_dim,
+                },
+                Queries {
+                    q: &s.q[rows.start * d..rows.end * d],
+                    p0: r.p0,
+                    t: r.t,
+                },
+                Cached {
+                    keys,
+                    values,
+                    capacity: cache.capacity(),
+                },
                 &mut s.attn[rows.start * d..rows.end * d],
             );
             row += r.t;
@@ -601,61 +611,6 @@ impl Model {
                     head[a] = x0 * cos[j] - x1 * sin[j];
                     head[b] = x0 * sin[j] + x1 * cos[j];
                 }
-            }
-        }
-    }
-
-    /// Causal attention of `t` new queries (positions `p0..p0 + t`) over the
-    /// cache; each query head reads its group's key/value head in place.
-    #[allow(clippy::too_many_arguments)]
-    fn attention(
-        &self,
-        q: &[f32],
-        keys: &[f32],
-        values: &[f32],
-        capacity: usize,
-        p0: usize,
-        t: usize,
-        out: &mut [f32],
-    ) {
-        let hp = &self.hp;
-        let hd = hp.head_dim;
-        let group = hp.heads / hp.kv_heads;
-        let scale = 1.0 / (hd as f32).sqrt();
-        // One task per (head, query): independent, similar sizes.
-        let per_head: Vec<Vec<f32>> = (0..hp.heads)
-            .into_par_iter()
-            .map(|h| {
-                let g = h / group;
-                let k = &keys[g * capacity * hd..];
-                let v = &values[g * capacity * hd..];
-                let mut res = vec![0f32; t * hd];
-                let mut scores = Vec::with_capacity(p0 + t);
-                for i in 0..t {
-                    let qi = &q[i * hp.heads * hd + h * hd..][..hd];
-                    let n = p0 + i + 1;
-                    scores.clear();
-                    scores.extend(k[..n * hd].chunks_exact(hd).map(|kj| dot(qi, kj) * scale));
-                    let max = scores.iter().fold(f32::NEG_INFINITY, |m, &s| m.max(s));
-                    let mut sum = 0f32;
-                    for s in scores.iter_mut() {
-                        *s = (*s - max).exp();
-                        sum += *s;
-                    }
-                    let o = &mut res[i * hd..][..hd];
-                    for (s, vj) in scores.iter().zip(v[..n * hd].chunks_exact(hd)) {
-                        let w = s / sum;
-                        for (o, v) in o.iter_mut().zip(vj) {
-                            *o += w * v;
-                        }
-                    }
-                }
-                res
-            })
-            .collect();
-        for (h, res) in per_head.iter().enumerate() {
-            for i in 0..t {
-                out[i * hp.heads * hd + h * hd..][..hd].copy_from_slice(&res[i * hd..][..hd]);
             }
         }
     }

@@ -112,9 +112,11 @@ impl E5 {
         let bytes: &[u8] = &map;
         let mut c = Cursor { bytes, at: 0 };
         let config = read_config(&mut c)?;
-        let (tokenizer, bos, eos) = read_tokenizer(&mut c, &config)?;
+        let (tokenizer, bos, eos) =
+            tracing::debug_span!("e5_tokenizer").in_scope(|| read_tokenizer(&mut c, &config))?;
         let device = Device::Cpu;
-        let tensors = Tensors::read(&mut c, bytes, device.clone())?;
+        let tensors = tracing::debug_span!("e5_tensors")
+            .in_scope(|| Tensors::read(&mut c, bytes, device.clone()))?;
         let h = config.hidden;
         let word = tensors.get("emb.word", config.vocab * h)?;
         if word.dtype != 1 {

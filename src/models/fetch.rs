@@ -207,6 +207,25 @@ pub fn resolve(
     })
 }
 
+/// The file a model setting names when it is ready to load as it is: a
+/// known model already fetched and verified (nothing to download or hash),
+/// or an existing file. `None` means [`resolve`] has work to do.
+pub fn ready(setting: &str, home: &Path) -> Option<PathBuf> {
+    match spec(setting) {
+        Some(spec) => {
+            let path = models_dir(home).join(spec.file_name);
+            stamp_matches(spec, &path).then_some(path)
+        }
+        None => Some(PathBuf::from(setting)).filter(|p| p.is_file()),
+    }
+}
+
+fn stamp_matches(spec: &ModelSpec, path: &Path) -> bool {
+    stamp_of(path).is_ok_and(|stamp| {
+        fs::read_to_string(stamp_path(path)).is_ok_and(|s| s == format!("{} {stamp}", spec.sha256))
+    })
+}
+
 /// The cached model file, fetched and verified first if it is missing.
 /// A cached file is re-hashed whenever its size or mtime differs from when
 /// it was last verified, so a damaged file is caught, not loaded.
@@ -253,11 +272,11 @@ fn stamp_of(path: &Path) -> Result<String> {
 }
 
 fn verify_cached(spec: &ModelSpec, path: &Path, events: &mut dyn FnMut(FetchEvent)) -> Result<()> {
-    let stamp = stamp_of(path)?;
-    let stamp_file = stamp_path(path);
-    if fs::read_to_string(&stamp_file).is_ok_and(|s| s == format!("{} {stamp}", spec.sha256)) {
+    if stamp_matches(spec, path) {
         return Ok(());
     }
+    let stamp = stamp_of(path)?;
+    let stamp_file = stamp_path(path);
     events(FetchEvent::Verifying { model: spec.name });
     let got = sha256_file(path)?;
     if got != spec.sha256 {

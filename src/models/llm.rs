@@ -100,7 +100,9 @@ impl Llm {
     pub fn load_with(path: &Path, context: usize, packed_dir: Option<&Path>) -> Result<Llm> {
         // The architecture first: an unsupported model is named as such,
         // not as a tokenizer or tensor problem.
-        let (content, _) = model::read_content(path)?;
+        let _span = tracing::debug_span!("load_model").entered();
+        let (content, _) =
+            tracing::debug_span!("read_metadata").in_scope(|| model::read_content(path))?;
         model::Hparams::from_metadata(&content.metadata).map_err(|reason| Error::ModelFormat {
             path: path.to_path_buf(),
             format: "GGUF",
@@ -112,7 +114,9 @@ impl Llm {
             reason,
         };
         // The metadata once: it is 300,000 strings (vocabulary and merges).
-        let tokenizer = GgufTokenizer::from_metadata(&content.metadata).map_err(bad)?;
+        let tokenizer = tracing::debug_span!("build_tokenizer")
+            .in_scope(|| GgufTokenizer::from_metadata(&content.metadata))
+            .map_err(bad)?;
         drop(content);
         let chat = match (
             tokenizer.token_id("<|im_start|>"),
@@ -126,7 +130,8 @@ impl Llm {
                 ))
             }
         };
-        let model = load_model(path, packed_dir)?;
+        let model =
+            tracing::debug_span!("load_weights").in_scope(|| load_model(path, packed_dir))?;
         let context = context.min(model.hp.context).max(16);
         Ok(Llm {
             model,

@@ -9,6 +9,8 @@
 //!   tokenizer ([`gguf_tokenizer`]), the chat format, the prompt-prefix
 //!   cache and sampling, as a [`crate::engine::Generator`].
 
+mod activations;
+mod attention;
 pub mod decoder;
 pub mod e5;
 pub mod e5_file;
@@ -22,6 +24,7 @@ pub mod packed;
 mod packed_file;
 pub mod q4;
 mod sampling;
+mod weight_bytes;
 pub mod xlmr_tokenizer;
 
 /// Sets how many threads inference uses (0: one per available core).
