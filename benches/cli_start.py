@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """A fresh `kbqa ask` process, with the chat model repacked from its GGUF
-(`KBQA_KEEP_PACKED=false`, as before) and read back packed
+(`KBQA_KEEP_PACKED=false`, as before) and mapped from its packed copy
 (`models.keep_packed`, the default), in turn, RUNS times each (default 5);
 medians. Each run is a new process on a warm page cache, after the first
 run (index built, models fetched, the packed copy written).
@@ -63,7 +63,7 @@ def main():
     keys = list(results[True][0].keys())
     print("| setting | " + " | ".join(keys) + " |")
     print("|---|" + "---|" * len(keys))
-    for keep, label in ((False, "repacked from the GGUF"), (True, "read packed (default)")):
+    for keep, label in ((False, "repacked from the GGUF"), (True, "packed copy mapped (default)")):
         med = {k: statistics.median(r[k] for r in results[keep]) for k in keys}
         print(f"| {label} | " + " | ".join(
             f"{med[k]:.2f}" if k.endswith(" s") else f"{med[k]:.0f}" for k in keys) + " |")
