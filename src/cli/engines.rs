@@ -30,32 +30,32 @@ pub fn open(config: &Config) -> anyhow::Result<Kb> {
 /// The configured generator; a model server is only named (it is
 /// contacted by the first answer).
 pub fn load_llm(config: &Config) -> anyhow::Result<Arc<dyn Generator>> {
-    if config.generator.backend == Backend::Openai {
-        let mut bars = Bars::on_stderr();
-        let llm = kbqa::backend::generator(config, &mut |e| bars.fetch_event(e))?;
-        bars.finish();
-        eprintln!(
-            "kbqa: generating with {} at {}",
-            llm.name(),
-            config.generator.openai.url
-        );
-        return Ok(llm);
-    }
     let start = std::time::Instant::now();
-    eprintln!("kbqa: loading {}", config.models.generator);
+    if config.generator.backend == Backend::Local {
+        eprintln!("kbqa: loading {}", config.models.generator);
+    }
     let mut bars = Bars::on_stderr();
     let llm = kbqa::backend::generator(config, &mut |e| bars.fetch_event(e))?;
     bars.finish();
-    loaded(config, start);
+    loaded(config, llm.as_ref(), start);
     Ok(llm)
 }
 
-fn loaded(config: &Config, start: std::time::Instant) {
-    eprintln!(
-        "kbqa: {} loaded in {:.1} s",
-        config.models.generator,
-        start.elapsed().as_secs_f64()
-    );
+/// Says which generator answers: the local model and how long it took to
+/// load, or the model server (only named: contacted by the first answer).
+fn loaded(config: &Config, llm: &dyn Generator, start: std::time::Instant) {
+    match config.generator.backend {
+        Backend::Local => eprintln!(
+            "kbqa: {} loaded in {:.1} s",
+            config.models.generator,
+            start.elapsed().as_secs_f64()
+        ),
+        Backend::Openai => eprintln!(
+            "kbqa: generating with {} at {}",
+            llm.name(),
+            config.generator.openai.url
+        ),
+    }
 }
 
 fn joined<T>(handle: std::thread::ScopedJoinHandle<'_, T>, what: &str) -> anyhow::Result<T> {
@@ -77,7 +77,11 @@ fn joined<T>(handle: std::thread::ScopedJoinHandle<'_, T>, what: &str) -> anyhow
 pub fn open_with_models(config: &Config) -> anyhow::Result<(Kb, Arc<dyn Generator>)> {
     let generator_ready = match config.generator.backend {
         Backend::Local => fetch::ready(&config.models.generator, &config.home).is_some(),
-        Backend::Openai => true,
+        // A server's model needs no loading, only its tokenizer, if one is named.
+        Backend::Openai => match config.generator.tokenizer.trim() {
+            "" => true,
+            tokenizer => fetch::ready(tokenizer, &config.home).is_some(),
+        },
     };
     let embedder = generator_ready
         .then(|| EmbeddingModel::ready(config))
@@ -102,14 +106,7 @@ pub fn open_with_models(config: &Config) -> anyhow::Result<(Kb, Arc<dyn Generato
         );
         // The index's error first: it is the one a user acts on.
         let (kb, llm) = (kb?, llm??);
-        match config.generator.backend {
-            Backend::Local => loaded(config, start),
-            Backend::Openai => eprintln!(
-                "kbqa: generating with {} at {}",
-                llm.name(),
-                config.generator.openai.url
-            ),
-        }
+        loaded(config, llm.as_ref(), start);
         // A failure here is met again, and reported, by the first search.
         if let Ok(e) = embedder? {
             kb.adopt_embedder(&model, e);

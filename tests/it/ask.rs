@@ -656,15 +656,20 @@ fn cli_ask_prints_the_checked_answer_then_sources_and_prints_json() {
     assert!(missing.stderr.contains("model.gguf"), "{}", missing.stderr);
 }
 
-#[test]
-fn smollm2_runs_on_the_llama_path() {
-    let path = kbqa::models::fetch::ensure(
+/// The small llama-architecture chat model, fetched once into the tests' model home.
+fn smollm2() -> std::path::PathBuf {
+    kbqa::models::fetch::ensure(
         &kbqa::models::fetch::SMOLLM2_135M,
         &model_home(),
         "python3",
         &mut |_| {},
     )
-    .unwrap();
+    .unwrap()
+}
+
+#[test]
+fn smollm2_runs_on_the_llama_path() {
+    let path = smollm2();
     let llm = Llm::load(&path, 512).unwrap();
     assert_eq!(llm.model.hp.arch, kbqa::models::decoder::Arch::Llama);
     let (prefix, rest) = llm
@@ -683,13 +688,7 @@ fn smollm2_runs_on_the_llama_path() {
 
 #[test]
 fn packed_weights_kept_on_disk_answer_exactly_as_the_gguf_and_a_damaged_copy_is_repacked() {
-    let path = kbqa::models::fetch::ensure(
-        &kbqa::models::fetch::SMOLLM2_135M,
-        &model_home(),
-        "python3",
-        &mut |_| {},
-    )
-    .unwrap();
+    let path = smollm2();
     let s = Scratch::new();
     let dir = s.path("cache");
     let reply = |llm: &Llm| {

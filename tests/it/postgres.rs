@@ -5,14 +5,12 @@
 
 use std::path::PathBuf;
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::server::{request, Server};
-use crate::util::{repo, Scratch};
+use crate::server::{SearchLoad, Server};
+use crate::util::{repo, write_corpus, Scratch};
 
 /// A throwaway PostgreSQL server; stopped (and its data removed) on drop.
 struct Pg {
@@ -104,24 +102,6 @@ impl Drop for Pg {
             .arg(self.data.path())
             .output();
     }
-}
-
-/// A small corpus of three documents, in `s/kb`.
-fn write_corpus(s: &Scratch) {
-    s.write(
-        "kb/alpha.md",
-        "# Alpha\n\n## Training\n\n大模型的训练分为预训练和微调两个阶段。预训练在海量文本上进行，让模型学会语言的规律。\n\n\
-         ## Data\n\nThe pretraining data is a large corpus of web pages, books and code. Quality filtering removes duplicates.\n",
-    );
-    s.write(
-        "kb/beta.md",
-        "# Beta\n\n## Hardware\n\n训练需要大量GPU。一个集群有上千块加速卡，通过高速网络连接。\n\n\
-         ## Clusters\n\nLarge clusters connect thousands of accelerators with fast networks.\n",
-    );
-    s.write(
-        "kb/gamma.md",
-        "# Gamma\n\n## Inference\n\nQUOKKAWORD inference serves the trained model to users. Latency matters more than throughput for chat.\n",
-    );
 }
 
 /// `kbqa` on `s/kb` with its index in the database.
@@ -225,22 +205,7 @@ fn a_reindex_under_load_fails_no_request_and_both_replicas_switch() {
     let (_sb, b) = replica(&pg);
     let addrs = [a.addr.clone(), b.addr.clone()];
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let statuses = Arc::new(Mutex::new(Vec::new()));
-    let clients: Vec<_> = (0..6)
-        .map(|i| {
-            let (stop, statuses) = (stop.clone(), statuses.clone());
-            let addr = addrs[i % 2].clone();
-            std::thread::spawn(move || {
-                let query = ["ZEBRAFLOP 算力", "GPU clusters", "预训练"][i % 3];
-                while !stop.load(Ordering::Relaxed) {
-                    let body = json!({ "query": query, "k": 3 }).to_string();
-                    let r = request(&addr, "POST", "/v1/search", &[], body.as_bytes());
-                    statuses.lock().unwrap().push(r.status);
-                }
-            })
-        })
-        .collect();
+    let load = SearchLoad::start(&addrs, &["ZEBRAFLOP 算力", "GPU clusters", "预训练"], 6);
     std::thread::sleep(Duration::from_millis(500));
     s.write(
         "kb/alpha.md",
@@ -263,10 +228,7 @@ fn a_reindex_under_load_fails_no_request_and_both_replicas_switch() {
     }
     let switched_in = start.elapsed();
     std::thread::sleep(Duration::from_millis(500));
-    stop.store(true, Ordering::Relaxed);
-    for c in clients {
-        c.join().unwrap();
-    }
+    load.finish_without_failures();
     assert_eq!(serving(&a), after, "{}", a.log());
     assert_eq!(serving(&b), after, "{}", b.log());
     // Polling is off (every 10 minutes): only NOTIFY explains a switch.
@@ -274,10 +236,6 @@ fn a_reindex_under_load_fails_no_request_and_both_replicas_switch() {
         switched_in < Duration::from_secs(20),
         "switched after {switched_in:?}"
     );
-    let statuses = statuses.lock().unwrap();
-    assert!(statuses.len() > 40, "only {} requests", statuses.len());
-    let failed = statuses.iter().filter(|&&s| s != 200).count();
-    assert_eq!(failed, 0, "{failed} of {} requests failed", statuses.len());
     for server in [&a, &b] {
         let hits = search(server, "ZEBRAFLOP", "bm25");
         assert_eq!(hits[0]["source"], "alpha.md", "{hits}");

@@ -1,32 +1,12 @@
 //! Incremental re-indexing (only changed files are embedded again; deleted
 //! files leave every index) and live reload of a running server.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use serde_json::{json, Value};
+use serde_json::Value;
 
-use crate::server::{request, Server};
-use crate::util::Scratch;
-
-/// Three documents of a few passages each.
-fn write_corpus(s: &Scratch) {
-    s.write(
-        "kb/alpha.md",
-        "# Alpha\n\n## Training\n\n大模型的训练分为预训练和微调两个阶段。预训练在海量文本上进行，让模型学会语言的规律。\n\n\
-         ## Data\n\nThe pretraining data is a large corpus of web pages, books and code. Quality filtering removes duplicates.\n",
-    );
-    s.write(
-        "kb/beta.md",
-        "# Beta\n\n## Hardware\n\n训练需要大量GPU。OLDMARK旧的说法是一块显卡就够了。\n\n\
-         ## Clusters\n\nLarge clusters connect thousands of accelerators with fast networks.\n",
-    );
-    s.write(
-        "kb/gamma.md",
-        "# Gamma\n\n## Inference\n\nQUOKKAWORD inference serves the trained model to users. Latency matters more than throughput for chat.\n",
-    );
-}
+use crate::server::{request, SearchLoad, Server};
+use crate::util::{write_corpus, Scratch};
 
 fn index(s: &Scratch) -> String {
     s.kbqa(&s.path("kb"), &["index"]).success().stderr
@@ -147,25 +127,11 @@ fn a_reload_under_searching_clients_fails_no_request() {
     let server = Server::start_on(&s, &corpus, &[("KBQA_ADMIN_KEYS", "admin-secret")]);
     let addr = server.addr.clone();
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let statuses = Arc::new(Mutex::new(Vec::new()));
-    let clients: Vec<_> = (0..8)
-        .map(|i| {
-            let (stop, statuses, addr) = (stop.clone(), statuses.clone(), addr.clone());
-            std::thread::spawn(move || {
-                let query = if i % 2 == 0 {
-                    "ZEBRAFLOP 算力"
-                } else {
-                    "GPU clusters"
-                };
-                while !stop.load(Ordering::Relaxed) {
-                    let body = json!({ "query": query, "k": 3 }).to_string();
-                    let r = request(&addr, "POST", "/v1/search", &[], body.as_bytes());
-                    statuses.lock().unwrap().push(r.status);
-                }
-            })
-        })
-        .collect();
+    let load = SearchLoad::start(
+        std::slice::from_ref(&addr),
+        &["ZEBRAFLOP 算力", "GPU clusters"],
+        8,
+    );
 
     std::thread::sleep(Duration::from_millis(500));
     s.write(
@@ -193,14 +159,7 @@ fn a_reload_under_searching_clients_fails_no_request() {
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.json()["reloaded"], true, "{}", r.body);
     std::thread::sleep(Duration::from_millis(1500));
-    stop.store(true, Ordering::Relaxed);
-    for c in clients {
-        c.join().unwrap();
-    }
-    let statuses = statuses.lock().unwrap();
-    assert!(statuses.len() > 40, "only {} requests", statuses.len());
-    let failed = statuses.iter().filter(|&&s| s != 200).count();
-    assert_eq!(failed, 0, "{failed} of {} requests failed", statuses.len());
+    load.finish_without_failures();
 
     // New requests see the new generation.
     let r = request(

@@ -6,6 +6,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -228,6 +229,52 @@ fn read_head(r: &mut impl BufRead) -> (u16, Vec<(String, String)>) {
         }
     }
     (status, headers)
+}
+
+/// Clients searching without pause while a test changes the index under
+/// them: client `i` asks `addrs[i % addrs.len()]` for `queries[i % queries.len()]`.
+pub(crate) struct SearchLoad {
+    stop: Arc<AtomicBool>,
+    statuses: Arc<Mutex<Vec<u16>>>,
+    clients: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl SearchLoad {
+    pub(crate) fn start(addrs: &[String], queries: &[&'static str], clients: usize) -> SearchLoad {
+        let stop = Arc::new(AtomicBool::new(false));
+        let statuses = Arc::new(Mutex::new(Vec::new()));
+        let clients = (0..clients)
+            .map(|i| {
+                let (stop, statuses) = (stop.clone(), statuses.clone());
+                let addr = addrs[i % addrs.len()].clone();
+                let query = queries[i % queries.len()];
+                std::thread::spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        let body = json!({ "query": query, "k": 3 }).to_string();
+                        let r = request(&addr, "POST", "/v1/search", &[], body.as_bytes());
+                        statuses.lock().unwrap().push(r.status);
+                    }
+                })
+            })
+            .collect();
+        SearchLoad {
+            stop,
+            statuses,
+            clients,
+        }
+    }
+
+    /// Stops the clients; every one of their (over 40) requests succeeded.
+    pub(crate) fn finish_without_failures(self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for c in self.clients {
+            c.join().unwrap();
+        }
+        let statuses = self.statuses.lock().unwrap();
+        assert!(statuses.len() > 40, "only {} requests", statuses.len());
+        let failed = statuses.iter().filter(|&&s| s != 200).count();
+        assert_eq!(failed, 0, "{failed} of {} requests failed", statuses.len());
+    }
 }
 
 /// One HTTP/1.1 exchange over a fresh connection.

@@ -184,3 +184,22 @@ pub fn shipped_index() -> &'static Path {
     })
     .path()
 }
+
+/// Three documents of a few passages each, in `s/kb` (the re-indexing
+/// and shared-index tests change and search them).
+pub fn write_corpus(s: &Scratch) {
+    s.write(
+        "kb/alpha.md",
+        "# Alpha\n\n## Training\n\n大模型的训练分为预训练和微调两个阶段。预训练在海量文本上进行，让模型学会语言的规律。\n\n\
+         ## Data\n\nThe pretraining data is a large corpus of web pages, books and code. Quality filtering removes duplicates.\n",
+    );
+    s.write(
+        "kb/beta.md",
+        "# Beta\n\n## Hardware\n\n训练需要大量GPU。OLDMARK旧的说法是一块显卡就够了。\n\n\
+         ## Clusters\n\nLarge clusters connect thousands of accelerators with fast networks.\n",
+    );
+    s.write(
+        "kb/gamma.md",
+        "# Gamma\n\n## Inference\n\nQUOKKAWORD inference serves the trained model to users. Latency matters more than throughput for chat.\n",
+    );
+}
